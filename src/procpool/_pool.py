@@ -1,0 +1,401 @@
+"""``procpool.Pool``: the ``multiprocessing.Pool`` API on procpool's engine."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import warnings
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from . import _serialize
+from ._engine import Engine, State
+from ._progress import ProgressOption, progress_bar, track_map
+from ._results import AsyncResult, IMapIterator, MapResult
+from ._slot import Task
+from ._worker import APPLY, MAP, STARMAP
+
+T = TypeVar("T")
+
+_DEFAULT_WINDOW_PER_WORKER = 48
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask), else ``os.cpu_count()``."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def get_context(context: Any) -> Any:
+    """A multiprocessing context from None, a start-method name or a context."""
+    if context is None:
+        return multiprocessing.get_context()
+    if isinstance(context, str):
+        try:
+            return multiprocessing.get_context(context)
+        except ValueError:
+            methods = ", ".join(multiprocessing.get_all_start_methods())
+            raise ValueError(
+                f"unknown start method {context!r}; use one of: {methods}"
+            ) from None
+    if not hasattr(context, "Process"):
+        raise TypeError(f"context must be a start-method name or a multiprocessing context, "
+                        f"not {type(context).__name__}")
+    return context
+
+
+def _check_positive(name: str, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
+
+
+class Pool:
+    """A process pool with the API of ``multiprocessing.Pool``.
+
+    Same names, signatures and semantics; change one import. On top of the stdlib:
+    a worker that dies fails only the task it held (``WorkerLostError``) and is
+    replaced; ``task_timeout`` and ``cancel()`` really stop a task; ``retries`` reruns
+    tasks whose worker died or timed out; ``max_memory_per_child`` recycles workers
+    that grow; lambdas and closures work under every start method; ``map``/``imap``
+    take ``progress=True``.
+    """
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
+    ) -> None:
+        if processes is None:
+            processes = cpu_count()
+        if not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"Number of processes must be at least 1, got {processes!r}")
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable, not {type(initializer).__name__}")
+        if maxtasksperchild is not None and (
+            not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
+        ):
+            raise ValueError("maxtasksperchild must be a positive int or None")
+        _check_positive("task_timeout", task_timeout)
+        _check_positive("max_memory_per_child", max_memory_per_child)
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        self._processes = processes
+        self._task_timeout = task_timeout
+        self._retries = retries
+        self._engine = Engine(
+            get_context(context),
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            max_memory_per_child,
+        )
+        self._finalizer = weakref.finalize(self, _shutdown, self._engine)
+
+    def __repr__(self) -> str:
+        return f"<procpool.Pool state={self._engine.state.value} processes={self._processes}>"
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None and engine.state is State.RUNNING:
+            warnings.warn(
+                f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2
+            )
+
+    def __enter__(self) -> Pool:
+        self._require_running()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled"
+        )
+
+    # -- single calls
+
+    def apply(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> T:
+        """Run ``func(*args, **kwds)`` in a worker and return its result (blocking)."""
+        result: AsyncResult[T] = self.apply_async(func, args, kwds, **options)
+        return result.get()
+
+    def apply_async(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] | None = None,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> AsyncResult[T]:
+        """Submit ``func(*args, **kwds)``; return an AsyncResult at once.
+
+        ``callback(result)`` or ``error_callback(exception)`` run in the parent, in
+        completion order, on procpool's callback thread.
+        """
+        _check_callable(func, callback, error_callback)
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(
+                f"args must be a tuple of arguments, not {type(args).__name__}; "
+                f"for one argument write args=(x,)"
+            )
+        kwargs = dict(kwds) if kwds else {}
+        payload = _payload(func, APPLY, tuple(args), kwargs)
+        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
+        task = Task(
+            payload, result, 0, _serialize.describe(func), self._options(task_timeout, retries)
+        )
+        result._tasks.append(task)
+        self._engine.submit([task])
+        return result
+
+    # -- maps
+
+    def map(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: ProgressOption = False,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> list[T]:
+        """``list(map(func, iterable))`` in parallel; the first error is raised."""
+        result = self._map_async(func, iterable, chunksize, MAP, None, None, task_timeout, retries)
+        return track_map(result, progress)
+
+    def starmap(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        progress: ProgressOption = False,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> list[T]:
+        """Like ``map`` but calls ``func(*item)``."""
+        result = self._map_async(
+            func, iterable, chunksize, STARMAP, None, None, task_timeout, retries
+        )
+        return track_map(result, progress)
+
+    def map_async(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> MapResult[T]:
+        """Non-blocking ``map``: a MapResult whose ``get()`` is the list."""
+        return self._map_async(
+            func, iterable, chunksize, MAP, callback, error_callback, task_timeout, retries
+        )
+
+    def starmap_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+        *,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> MapResult[T]:
+        """Non-blocking ``starmap``."""
+        return self._map_async(
+            func, iterable, chunksize, STARMAP, callback, error_callback, task_timeout, retries
+        )
+
+    def imap(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = 1,
+        *,
+        progress: ProgressOption = False,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Iterator[T]:
+        """Lazy ``map``: results in input order, input read a bounded window ahead."""
+        it = self._imap(func, iterable, chunksize, True, task_timeout, retries)
+        return progress_bar(it, progress, _length_hint(iterable))
+
+    def imap_unordered(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None = 1,
+        *,
+        progress: ProgressOption = False,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Iterator[T]:
+        """Like ``imap`` but yields results as they complete."""
+        it = self._imap(func, iterable, chunksize, False, task_timeout, retries)
+        return progress_bar(it, progress, _length_hint(iterable))
+
+    # -- lifecycle
+
+    def close(self) -> None:
+        """Accept no more tasks; workers exit once the queued ones are done."""
+        self._engine.close()
+
+    def terminate(self) -> None:
+        """Stop now: cancel what has not finished and end every worker."""
+        self._engine.terminate()
+        self._engine.join()
+        self._finalizer.detach()
+
+    def join(self) -> None:
+        """Wait for the workers to exit; call ``close()`` or ``terminate()`` first."""
+        if self._engine.state is State.RUNNING:
+            raise ValueError("Pool is still running")
+        if self._engine.callbacks.is_current():
+            raise RuntimeError("cannot join the pool from one of its own callbacks")
+        self._engine.join()
+        self._finalizer.detach()
+
+    # -- extras
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the current worker processes (for diagnostics and tests)."""
+        return self._engine.worker_pids()
+
+    # -- internal
+
+    def _require_running(self) -> None:
+        if self._engine.state is not State.RUNNING:
+            raise self._engine._not_running_error()
+
+    def _options(self, task_timeout: float | None, retries: int | None) -> tuple[float | None, int]:
+        _check_positive("task_timeout", task_timeout)
+        if retries is not None and (not isinstance(retries, int) or retries < 0):
+            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        return (
+            self._task_timeout if task_timeout is None else task_timeout,
+            self._retries if retries is None else retries,
+        )
+
+    def _map_async(
+        self,
+        func: Callable[..., T],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        mode: int,
+        callback: Callable[[list[T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        task_timeout: float | None,
+        retries: int | None,
+    ) -> MapResult[T]:
+        _check_callable(func, callback, error_callback)
+        self._require_running()
+        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
+        size = _chunksize(chunksize, len(items), self._processes)
+        bounds = [(i, min(i + size, len(items))) for i in range(0, len(items), size)]
+        result: MapResult[T] = MapResult(self._engine, bounds, callback, error_callback)
+        if not bounds:
+            return result
+        fn_blob = _serialize.dumps_function(func)
+        name = _serialize.describe(func)
+        options = self._options(task_timeout, retries)
+        tasks = [
+            Task(
+                _serialize.call_payload(fn_blob, mode, items[start:stop], {}),
+                result,
+                index,
+                f"{name} on items {start}..{stop - 1}",
+                options,
+            )
+            for index, (start, stop) in enumerate(bounds)
+        ]
+        result._tasks = tasks
+        self._engine.submit(tasks)
+        return result
+
+    def _imap(
+        self,
+        func: Callable[[Any], T],
+        iterable: Iterable[Any],
+        chunksize: int | None,
+        ordered: bool,
+        task_timeout: float | None,
+        retries: int | None,
+    ) -> IMapIterator[T]:
+        _check_callable(func, None, None)
+        self._require_running()
+        size = 1 if chunksize is None else _chunksize(chunksize, 0, self._processes)
+        fn_blob = _serialize.dumps_function(func)
+        name = _serialize.describe(func)
+        options = self._options(task_timeout, retries)
+
+        def make_task(chunk: list[Any], index: int, sink: IMapIterator[T]) -> Task:
+            start = index * size
+            label = f"{name} on items {start}..{start + len(chunk) - 1}"
+            payload = _serialize.call_payload(fn_blob, MAP, chunk, {})
+            return Task(payload, sink, index, label, options)
+
+        window = max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER)
+        return IMapIterator(self._engine, make_task, iter(iterable), size, ordered, window)
+
+
+def _shutdown(engine: Engine) -> None:
+    """Finalizer of a Pool that was dropped or left open at exit."""
+    engine.terminate()
+    engine.join(timeout=5)
+
+
+def _check_callable(func: object, callback: object, error_callback: object) -> None:
+    if not callable(func):
+        raise TypeError(f"func must be a callable, not {type(func).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be a callable, not {type(callback).__name__}")
+    if error_callback is not None and not callable(error_callback):
+        raise TypeError(f"error_callback must be a callable, not {type(error_callback).__name__}")
+
+
+def _chunksize(chunksize: int | None, length: int, processes: int) -> int:
+    if chunksize is None:
+        size, extra = divmod(length, processes * 4)
+        return max(1, size + (1 if extra else 0))
+    if not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+    return chunksize
+
+
+def _payload(func: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -> bytes:
+    return _serialize.call_payload(_serialize.dumps_function(func), mode, data, kwargs)
+
+
+def _length_hint(iterable: Iterable[Any]) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None

@@ -1,0 +1,376 @@
+"""Result handles: AsyncResult (one call), MapResult (a whole map), IMapIterator.
+
+They match ``multiprocessing.pool.AsyncResult``/``MapResult``/``IMapIterator`` and add
+``cancel()``, ``cancelled()``, ``await`` and a clean Ctrl-C: a KeyboardInterrupt that
+interrupts ``get``/``wait``/iteration cancels the tasks the caller was waiting for.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from ._errors import CancelledError, GetTimeoutError
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._slot import Task
+
+T = TypeVar("T")
+log = logging.getLogger("procpool")
+
+# Guards the pending -> done transition of every handle: the scheduler resolves,
+# user threads cancel, and exactly one of them wins.
+_lock = threading.Lock()
+
+
+class AsyncResult(Generic[T]):
+    """The outcome of ``apply_async`` (and base of ``MapResult``)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        callback: Callable[[T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._done = False
+        self._ok = False
+        self._value: Any = None
+        self._tasks: list[Task] = []
+        self._hooks: list[Callable[[AsyncResult[T]], None]] | None = None
+        #: The exception a callback raised, if one did (it is also logged).
+        self.callback_error: BaseException | None = None
+
+    def ready(self) -> bool:
+        """True once the result (or error) is available and its callback has run."""
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        """Whether the call returned without raising; ValueError if not ready yet."""
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready")
+        return self._ok
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait until ready or ``timeout`` seconds pass."""
+        try:
+            self._event.wait(timeout)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+
+    def get(self, timeout: float | None = None) -> T:
+        """The call's return value; re-raises its exception (worker traceback as cause).
+
+        Raises GetTimeoutError (a ``multiprocessing.TimeoutError`` and a ``TimeoutError``)
+        when ``timeout`` passes first; the task itself keeps running.
+        """
+        self.wait(timeout)
+        if not self._event.is_set():
+            raise GetTimeoutError(f"no result within {timeout}s (the task is still running)")
+        if self._ok:
+            value: T = self._value
+            return value
+        raise self._value
+
+    def cancel(self) -> bool:
+        """Stop the task: drop it if queued, kill and replace its worker if running.
+
+        True when the task will not complete (``get`` then raises CancelledError);
+        False when it had already finished.
+        """
+        if not self._set(False, CancelledError("the task was cancelled")):
+            return False
+        for task in self._tasks:
+            self._engine.cancel(task)
+        return True
+
+    def cancelled(self) -> bool:
+        return self._done and isinstance(self._value, CancelledError) and not self._ok
+
+    def __await__(self) -> Generator[Any, None, T]:
+        """``await result`` in asyncio; cancelling the awaiting task cancels this one."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def wake(_: AsyncResult[T]) -> None:
+            loop.call_soon_threadsafe(_set_future_done, future)
+
+        self._add_hook(wake)
+        try:
+            yield from future.__await__()
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        return self.get()
+
+    # -- internal
+
+    def _add_hook(self, hook: Callable[[AsyncResult[T]], None]) -> None:
+        """Call ``hook(self)`` once ready (at once if it already is)."""
+        with _lock:
+            if not self._event.is_set():
+                if self._hooks is None:
+                    self._hooks = []
+                self._hooks.append(hook)
+                return
+        hook(self)
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        self._set(ok, value)
+
+    def _set(self, ok: bool, value: Any) -> bool:
+        with _lock:
+            if self._done:
+                return False
+            self._done = True
+            self._ok = ok
+            self._value = value
+        if (self._callback if ok else self._error_callback) is not None:
+            self._engine.callbacks.post(self._run_callback)
+        else:
+            self._mark_ready()
+        return True
+
+    def _run_callback(self) -> None:
+        callback = self._callback if self._ok else self._error_callback
+        try:
+            callback(self._value)  # type: ignore[misc]
+        except BaseException as exc:
+            self.callback_error = exc
+            log.exception("procpool: a %s raised", "callback" if self._ok else "error_callback")
+        finally:
+            self._mark_ready()
+
+    def _mark_ready(self) -> None:
+        with _lock:
+            self._event.set()
+            hooks, self._hooks = self._hooks, None
+        for hook in hooks or ():
+            try:
+                hook(self)
+            except BaseException:
+                log.exception("procpool: a completion hook raised")
+
+
+def _set_future_done(future: Any) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+ApplyResult = AsyncResult
+
+
+class MapResult(AsyncResult[list[T]]):
+    """The outcome of ``map_async``: one list, or the first error of any chunk."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        bounds: list[tuple[int, int]],
+        callback: Callable[[list[T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
+    ) -> None:
+        super().__init__(engine, callback, error_callback)
+        self._bounds = bounds
+        self._items: list[Any] = [None] * (bounds[-1][1] if bounds else 0)
+        self._remaining = len(bounds)
+        self.progress = threading.Condition(threading.Lock())
+        self.completed = 0
+        if not bounds:
+            self._set(True, [])
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        if ok:
+            start, stop = self._bounds[index]
+            self._items[start:stop] = value
+        with self.progress:
+            if ok:
+                self.completed += stop - start
+                self._remaining -= 1
+            last = self._remaining == 0
+        if not ok:
+            if self._set(False, value):
+                for task in self._tasks:  # the map has failed: the rest is wasted work
+                    self._engine.cancel(task)
+        elif last:
+            self._set(True, self._items)
+        self._notify_progress()
+
+    def cancel(self) -> bool:
+        cancelled = super().cancel()
+        self._notify_progress()
+        return cancelled
+
+    def _notify_progress(self) -> None:
+        with self.progress:
+            self.progress.notify_all()
+
+    def wait_progress(self, shown: int) -> int | None:
+        """Block until more than ``shown`` items are done; None once the map is over."""
+        with self.progress:
+            while self.completed == shown and not self._done:
+                self.progress.wait()
+            return None if self._done else self.completed
+
+
+class IMapIterator(Generic[T]):
+    """Lazy results of ``imap``/``imap_unordered``.
+
+    Input is read in the consumer's thread, a bounded window of chunks ahead of what
+    has been yielded, so an endless generator works and memory stays flat.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        make_task: Callable[[list[Any], int, IMapIterator[T]], Task],
+        source: Iterator[Any],
+        chunksize: int,
+        ordered: bool,
+        window: int,
+    ) -> None:
+        self._engine = engine
+        self._make_task = make_task
+        self._source = source
+        self._chunksize = chunksize
+        self._ordered = ordered
+        self._window = window
+        self._cond = threading.Condition(threading.Lock())
+        self._done: dict[int, tuple[bool, Any]] = {}
+        self._arrived: deque[int] = deque()
+        self._inflight: dict[int, Task] = {}
+        self._buffer: deque[Any] = deque()
+        self._submitted = 0
+        self._taken = 0
+        self._exhausted = False
+        self._cancelled = False
+        self._input_error: BaseException | None = None
+        self._top_up()
+
+    def __iter__(self) -> IMapIterator[T]:
+        return self
+
+    def next(self, timeout: float | None = None) -> T:
+        """The next result; GetTimeoutError if none arrives within ``timeout``."""
+        while not self._buffer:
+            self._top_up()
+            if self._taken == self._submitted:
+                if self._input_error is not None:
+                    error, self._input_error = self._input_error, None
+                    raise error
+                raise StopIteration
+            ok, value = self._wait_chunk(timeout)
+            if not ok:
+                raise value
+            self._buffer.extend(value)
+        item: T = self._buffer.popleft()
+        return item
+
+    __next__ = next
+
+    def cancel(self) -> None:
+        """Cancel every chunk still in flight and stop reading input."""
+        self._exhausted = True
+        with self._cond:
+            self._cancelled = True
+            tasks = list(self._inflight.values())
+            self._inflight.clear()
+            self._cond.notify_all()
+        for task in tasks:
+            self._engine.cancel(task)
+
+    def _wait_chunk(self, timeout: float | None) -> tuple[bool, Any]:
+        try:
+            with self._cond:
+                if not self._cond.wait_for(self._has_next, timeout):
+                    raise GetTimeoutError(f"no result within {timeout}s")
+                if self._cancelled:
+                    raise CancelledError("the imap was cancelled")
+                index = self._taken if self._ordered else self._arrived.popleft()
+                self._taken += 1
+                return self._done.pop(index)
+        except KeyboardInterrupt:
+            self.cancel()
+            raise
+
+    def _has_next(self) -> bool:
+        if self._cancelled:
+            return True
+        if self._ordered:
+            return self._taken in self._done
+        return bool(self._arrived)
+
+    def _top_up(self) -> None:
+        """Submit chunks until ``window`` of them are in flight or the input ends."""
+        if self._exhausted:
+            return
+        tasks: list[Task] = []
+        while self._submitted + len(tasks) - self._taken < self._window:
+            chunk = self._read_chunk()
+            if not chunk:
+                break
+            tasks.append(self._make_task(chunk, self._submitted + len(tasks), self))
+        if not tasks:
+            return
+        with self._cond:
+            for task in tasks:
+                self._inflight[task.index] = task
+        self._engine.submit(tasks)
+        self._submitted += len(tasks)
+
+    def _read_chunk(self) -> list[Any]:
+        chunk = []
+        try:
+            for _ in range(self._chunksize):
+                chunk.append(next(self._source))
+        except StopIteration:
+            self._exhausted = True
+        except Exception as exc:
+            self._exhausted = True
+            self._input_error = exc
+        return chunk
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        with self._cond:
+            if self._inflight.pop(index, None) is None:
+                return  # cancelled
+            self._done[index] = (ok, value)
+            if not self._ordered:
+                self._arrived.append(index)
+            self._cond.notify()
+
+    def __aiter__(self) -> IMapIterator[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        """``async for`` over the results; each wait runs in the loop's default executor."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        sentinel = object()
+
+        def step() -> Any:
+            try:
+                return self.next()
+            except StopIteration:
+                return sentinel
+
+        try:
+            value = await loop.run_in_executor(None, step)
+        except asyncio.CancelledError:
+            self.cancel()
+            raise
+        if value is sentinel:
+            raise StopAsyncIteration
+        item: T = value
+        return item

@@ -1,0 +1,120 @@
+"""Pickling for calls, results and errors.
+
+Plain pickle (protocol 5) first, because it is fast; cloudpickle when plain pickle
+refuses (lambdas, closures, local classes) or when the pickle refers to ``__main__``,
+which a spawned or forkserver worker may not be able to import (notebooks,
+``python -c``, stdin). A function's pickle is cached, so a lambda mapped over a
+million items is cloudpickled once.
+"""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import traceback
+import weakref
+from typing import Any
+
+from ._errors import SerializationError
+from ._wire import ErrorReport
+
+PROTOCOL = 5
+_MAIN_MARK = b"__main__"
+
+# Functions are hashable by identity; the weak keys let a cached lambda be collected.
+_fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+
+
+def _cloudpickle_dumps(obj: object) -> bytes:
+    import cloudpickle
+
+    data: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL)
+    return data
+
+
+def dumps(obj: object, stage: str = "pickle task") -> bytes:
+    """Pickle ``obj``, falling back to cloudpickle; SerializationError names ``stage``."""
+    try:
+        data = pickle.dumps(obj, PROTOCOL)
+    except Exception as first:
+        try:
+            return _cloudpickle_dumps(obj)
+        except Exception:
+            raise SerializationError(stage, f"{type(first).__name__}: {first}") from first
+    if _MAIN_MARK in data:
+        try:
+            return _cloudpickle_dumps(obj)
+        except Exception:
+            # By reference it still works wherever __main__ is importable (fork, scripts).
+            return data
+    return data
+
+
+def dumps_function(fn: object) -> bytes:
+    """Pickle a callable once and remember the bytes."""
+    try:
+        return _fn_cache[fn]
+    except (KeyError, TypeError):
+        pass
+    data = dumps(fn)
+    try:
+        _fn_cache[fn] = data
+    except TypeError:  # not weak-referenceable (a builtin, a partial): cache nothing
+        pass
+    return data
+
+
+def loads(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+_FN_LEN = struct.Struct("<I")
+
+
+def call_payload(fn_blob: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -> bytes:
+    """Encode a call: the function's cached pickle, then ``(mode, data, kwargs)``.
+
+    The two are pickled apart so that the ``__main__`` check of the arguments is not
+    set off by a function that was (deliberately) pickled by value.
+    """
+    args_blob = dumps((mode, data, kwargs), "pickle task")
+    return _FN_LEN.pack(len(fn_blob)) + fn_blob + args_blob
+
+
+def split_call(payload: bytes) -> tuple[bytes, Any]:
+    """The function's pickle and the unpickled ``(mode, data, kwargs)`` of a call."""
+    (n,) = _FN_LEN.unpack_from(payload)
+    end = _FN_LEN.size + n
+    return payload[_FN_LEN.size : end], pickle.loads(memoryview(payload)[end:])
+
+
+def describe(fn: object) -> str:
+    """A short name for a callable, used in error messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
+    if name is None:
+        return type(fn).__name__
+    module = getattr(fn, "__module__", None)
+    return f"{module}.{name}" if module and module != "builtins" else str(name)
+
+
+def error_report(exc: BaseException) -> bytes:
+    """Pickle an exception raised in a worker, with its traceback text.
+
+    The exception is also unpickled here, so one that cannot be rebuilt (a custom
+    ``__init__`` that pickle cannot call again) is caught in the worker and sent by
+    name and message instead.
+    """
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    exc_bytes: bytes | None
+    try:
+        exc_bytes = dumps(exc, "pickle error")
+        pickle.loads(exc_bytes)
+    except BaseException:
+        exc_bytes = None
+    type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<str() of the exception failed>"
+    report = ErrorReport(exc_bytes, type_name, message, tb)
+    return pickle.dumps(report, PROTOCOL)

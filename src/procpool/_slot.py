@@ -1,0 +1,168 @@
+"""Tasks and the parent's record of one worker process (a *slot*).
+
+Only the scheduler thread touches these objects after they are created.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing.connection
+import os
+import signal
+from collections import deque
+from typing import Any, Protocol
+
+from . import _worker
+from ._wire import FrameReader, Kind, frame
+
+# Parent-side pipe ends of every live pool. A child forked for one pool must not keep
+# another worker's pipe open (its EOF would never come), so fork children close them.
+_parent_fds: set[int] = set()
+
+
+def _close_parent_fds_in_child() -> None:
+    for fd in list(_parent_fds):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _parent_fds.clear()
+
+
+os.register_at_fork(after_in_child=_close_parent_fds_in_child)
+
+
+def parent_pipe() -> tuple[int, int]:
+    """An os.pipe whose ends are both registered as parent-only."""
+    r, w = os.pipe()
+    _parent_fds.update((r, w))
+    return r, w
+
+
+def close_parent_fd(fd: int) -> None:
+    _parent_fds.discard(fd)
+    with contextlib.suppress(OSError):
+        os.close(fd)
+
+
+class Sink(Protocol):
+    """Where a task's outcome goes: an AsyncResult, a map, an imap iterator, a Future."""
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None: ...
+
+
+class Task:
+    """One call (or one chunk of a map) on its way through the pool."""
+
+    __slots__ = (
+        "attempts",
+        "cancelled",
+        "index",
+        "name",
+        "payload",
+        "retries",
+        "sink",
+        "tid",
+        "timeout",
+        "worker",
+    )
+
+    def __init__(
+        self, payload: bytes, sink: Sink, index: int, name: str, options: tuple[float | None, int]
+    ) -> None:
+        self.tid = 0
+        self.payload = payload
+        self.sink = sink
+        self.index = index
+        self.name = name
+        self.timeout, self.retries = options
+        self.attempts = 0
+        self.cancelled = False
+        self.worker: Slot | None = None
+
+
+class Slot:
+    """A worker process as the scheduler sees it."""
+
+    def __init__(self, ctx: Any, config: _worker.WorkerConfig) -> None:
+        task_r, self.task_fd = os.pipe()
+        self.result_fd, result_w = os.pipe()
+        _parent_fds.update((self.task_fd, self.result_fd))
+        child_task = multiprocessing.connection.Connection(task_r, writable=False)
+        child_result = multiprocessing.connection.Connection(result_w, readable=False)
+        self.process = ctx.Process(
+            target=_worker.main,
+            args=(child_task, child_result, config),
+            name="procpool-worker",
+            daemon=True,
+        )
+        try:
+            self.process.start()
+        except BaseException:
+            self.close_fds()
+            raise
+        finally:
+            child_task.close()
+            child_result.close()
+        os.set_blocking(self.task_fd, False)
+        os.set_blocking(self.result_fd, False)
+        self.pid: int = self.process.pid
+        self.sentinel: int = self.process.sentinel
+        self.reader = FrameReader(self.result_fd)
+        self.outbox: list[bytes] = []
+        self.outstanding: deque[Task] = deque()
+        self.head_started = 0.0
+        self.sent = 0
+        self.ready = False
+        self.retiring = False
+        self.stop_sent = False
+        self.doomed = False
+        self.kill_at: float | None = None
+        self.init_error: str | None = None
+
+    def usable(self) -> bool:
+        return self.ready and not (self.doomed or self.retiring or self.stop_sent)
+
+    def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
+        self.outbox.append(frame(kind, tid, payload))
+
+    def flush(self) -> bool:
+        """Write as much of the outbox as the pipe takes. True when all was written."""
+        if not self.outbox:
+            return True
+        data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
+        try:
+            n = os.write(self.task_fd, data)
+        except BlockingIOError:
+            n = 0
+        except (BrokenPipeError, OSError):
+            # The worker is dead or dying; its sentinel will report it.
+            self.outbox.clear()
+            return True
+        self.outbox = [data[n:]] if n < len(data) else []
+        return not self.outbox
+
+    def stop(self) -> None:
+        self.queue(Kind.STOP, 0)
+        self.stop_sent = True
+
+    def signal(self, signum: int) -> None:
+        with contextlib.suppress(ProcessLookupError, OSError):
+            os.kill(self.pid, signum)
+
+    def doom(self, now: float, grace: float) -> None:
+        """Stop the worker: SIGTERM now, SIGKILL if it is still there after ``grace``."""
+        if self.doomed:
+            return
+        self.doomed = True
+        self.signal(signal.SIGTERM)
+        self.kill_at = now + grace
+
+    def reap(self) -> int | None:
+        self.process.join(0)
+        code: int | None = self.process.exitcode
+        return code
+
+    def close_fds(self) -> None:
+        close_parent_fd(self.task_fd)
+        close_parent_fd(self.result_fd)
+        with contextlib.suppress(Exception):
+            self.process.close()

@@ -1,0 +1,125 @@
+"""The frames that cross a worker's pipes.
+
+Every message is one frame: a fixed 13-byte header followed by ``size`` payload bytes::
+
+    +----------------+---------+------------------+-------------------+
+    | size: uint32   | kind: u8| task id: uint64  | payload (size B)  |
+    +----------------+---------+------------------+-------------------+
+
+The header is a :class:`struct.Struct` rather than a pickled dataclass because it is
+on the per-task hot path: packing three integers costs a fraction of pickling an
+object, and the payload (already pickled once, by the submitting thread) is never
+pickled again. ``benchmarks/bench_wire.py`` measures the difference.
+
+Parent to worker: ``CALL`` (payload: a pickled call), ``CANCEL`` (drop a queued call),
+``STOP`` (exit when idle). Worker to parent: ``READY`` (initializer done), ``RESULT``,
+``ERROR`` (payload: :class:`ErrorReport`), ``CANCELLED`` (a queued call was dropped),
+``RETIRE`` (the worker leaves after this task), ``INIT_FAILED`` (payload: traceback text).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+HEADER = struct.Struct("<IBQ")
+HEADER_SIZE = HEADER.size
+_READ_SIZE = 1 << 16
+
+
+class Kind(enum.IntEnum):
+    CALL = 1
+    CANCEL = 2
+    STOP = 3
+    READY = 10
+    RESULT = 11
+    ERROR = 12
+    CANCELLED = 13
+    RETIRE = 14
+    INIT_FAILED = 15
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """A worker-side exception, in a form that always pickles.
+
+    ``exc`` holds the pickled exception (None when it could not be pickled), so the
+    parent can fall back to ``type_name`` and ``message`` when it cannot rebuild it.
+    """
+
+    exc: bytes | None
+    type_name: str
+    message: str
+    traceback: str
+
+
+def frame(kind: int, tid: int, payload: bytes = b"") -> bytes:
+    """One encoded frame."""
+    return HEADER.pack(len(payload), kind, tid) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into ``(kind, tid, payload)`` frames.
+
+    Reads are large (64 KiB, or the rest of a large frame) so that one system call can
+    deliver many small results at once.
+    """
+
+    __slots__ = ("_buf", "_fd", "_pos")
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._buf = bytearray()
+        self._pos = 0
+
+    def fill(self) -> bool:
+        """Read what the pipe has (one read). False at end of file.
+
+        Raises BlockingIOError on a non-blocking descriptor with nothing to read.
+        """
+        want = _READ_SIZE
+        buf = self._buf
+        if len(buf) - self._pos >= HEADER_SIZE:
+            (size,) = struct.unpack_from("<I", buf, self._pos)
+            want = max(want, size + HEADER_SIZE - (len(buf) - self._pos))
+        data = os.read(self._fd, want)
+        if not data:
+            return False
+        if self._pos:
+            del buf[: self._pos]
+            self._pos = 0
+        buf += data
+        return True
+
+    def frames(self) -> Iterator[tuple[int, int, bytes]]:
+        """Yield every complete frame buffered so far."""
+        buf = self._buf
+        unpack = HEADER.unpack_from
+        while len(buf) - self._pos >= HEADER_SIZE:
+            size, kind, tid = unpack(buf, self._pos)
+            start = self._pos + HEADER_SIZE
+            end = start + size
+            if len(buf) < end:
+                return
+            payload = bytes(buf[start:end])
+            self._pos = end
+            yield kind, tid, payload
+
+    def pending(self) -> bool:
+        """True when a complete frame is buffered."""
+        avail = len(self._buf) - self._pos
+        if avail < HEADER_SIZE:
+            return False
+        size: int = struct.unpack_from("<I", self._buf, self._pos)[0]
+        return avail >= HEADER_SIZE + size
+
+
+def write_all(fd: int, data: bytes | memoryview) -> None:
+    """Write everything to a blocking descriptor."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]

@@ -1,0 +1,187 @@
+"""The worker process: read calls, run them in order, send each result back at once.
+
+A worker owns two pipes: ``task_fd`` (calls from the parent) and ``result_fd`` (its
+answers). It runs calls strictly in the order they arrive, so the parent knows which
+call a worker is running without an acknowledgement: the oldest one it has not
+answered yet. Between calls it peeks at the pipe without blocking, so a ``CANCEL``
+for a call still queued here is honoured before that call starts.
+
+SIGINT is ignored (the parent decides what Ctrl-C means). A watchdog thread kills the
+worker when its parent dies, so a killed parent never leaves a worker behind, even
+one in the middle of a long call.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sys
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import _serialize
+from ._errors import SerializationError
+from ._wire import FrameReader, Kind, frame, write_all
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What a worker needs to know, sent once at start."""
+
+    init_blob: bytes | None
+    max_tasks: int | None
+    max_memory: int | None
+    alive: Any  # a Connection: the read end of a pipe only the parent writes to
+
+
+def _die_with_parent(alive_fd: int) -> None:
+    """Exit at once when the parent process dies, even in the middle of a call.
+
+    A thread blocks reading a pipe whose write end only the parent holds: its EOF is
+    the parent's death, whatever killed it. (prctl's PDEATHSIG would follow the
+    parent *thread* that forked us, which is not the pool's lifetime.)
+    """
+
+    def watch() -> None:
+        try:
+            while os.read(alive_fd, 1):
+                pass
+        except OSError:
+            pass
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="procpool-parent-watch", daemon=True).start()
+
+
+def _resident_bytes() -> int:
+    with open("/proc/self/statm", "rb") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+# How a CALL's payload ``(fn_blob, mode, data, kwargs)`` is applied.
+APPLY, MAP, STARMAP = 0, 1, 2
+
+
+def call(fn: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -> Any:
+    """Run one call: ``fn(*data, **kwargs)``, or ``fn`` over a map chunk."""
+    if mode == APPLY:
+        return fn(*data, **kwargs)
+    if mode == MAP:
+        return [fn(item) for item in data]
+    return [fn(*item) for item in data]
+
+
+class _Worker:
+    def __init__(self, task_fd: int, result_fd: int, config: WorkerConfig) -> None:
+        self.task_fd = task_fd
+        self.result_fd = result_fd
+        self.config = config
+        self.reader = FrameReader(task_fd)
+        self.queue: deque[tuple[int, bytes]] = deque()
+        self.poller = select.poll()
+        self.poller.register(task_fd, select.POLLIN)
+        self.fn_cache: dict[bytes, Callable[..., Any]] = {}
+        self.stopping = False
+        self.done = 0
+
+    def send(self, kind: int, tid: int, payload: bytes = b"") -> None:
+        write_all(self.result_fd, frame(kind, tid, payload))
+
+    def initialize(self) -> bool:
+        if self.config.init_blob is not None:
+            try:
+                initializer, initargs = _serialize.loads(self.config.init_blob)
+                if initializer is not None:
+                    initializer(*initargs)
+            except BaseException as exc:
+                self.send(Kind.INIT_FAILED, 0, _serialize.error_report(exc))
+                return False
+        self.send(Kind.READY, 0)
+        return True
+
+    def receive(self, block: bool) -> bool:
+        """Take in frames from the parent. False when the parent has gone."""
+        if not block and not self.poller.poll(0):
+            return True
+        if not self.reader.fill():
+            return False
+        for kind, tid, payload in self.reader.frames():
+            if kind == Kind.CALL:
+                self.queue.append((tid, payload))
+            elif kind == Kind.CANCEL:
+                self.drop(tid)
+            elif kind == Kind.STOP:
+                self.stopping = True
+        return True
+
+    def drop(self, tid: int) -> None:
+        for item in self.queue:
+            if item[0] == tid:
+                self.queue.remove(item)
+                self.send(Kind.CANCELLED, tid)
+                return
+
+    def run_one(self, tid: int, payload: bytes) -> None:
+        try:
+            fn_blob, (mode, data, kwargs) = _serialize.split_call(payload)
+            fn = self.fn_cache.get(fn_blob)
+            if fn is None:
+                fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
+        except BaseException as exc:
+            err = SerializationError("unpickle task", f"{type(exc).__name__}: {exc}")
+            err.__cause__ = exc
+            self.send(Kind.ERROR, tid, _serialize.error_report(err))
+            return
+        try:
+            value = call(fn, mode, data, kwargs)
+        except BaseException as exc:
+            self.send(Kind.ERROR, tid, _serialize.error_report(exc))
+            return
+        finally:
+            del data, kwargs
+        try:
+            data = _serialize.dumps(value, "pickle result")
+        except BaseException as exc:
+            self.send(Kind.ERROR, tid, _serialize.error_report(exc))
+            return
+        self.send(Kind.RESULT, tid, data)
+
+    def should_retire(self) -> bool:
+        cfg = self.config
+        if cfg.max_tasks is not None and self.done >= cfg.max_tasks:
+            return True
+        return cfg.max_memory is not None and _resident_bytes() > cfg.max_memory
+
+    def loop(self) -> None:
+        while True:
+            if not self.receive(block=not self.queue):
+                return
+            if not self.queue:
+                if self.stopping:
+                    return
+                continue
+            tid, payload = self.queue.popleft()
+            self.run_one(tid, payload)
+            self.done += 1
+            if self.should_retire():
+                self.send(Kind.RETIRE, 0)
+                return
+
+
+def main(task_conn: Any, result_conn: Any, config: WorkerConfig) -> None:
+    """Entry point of a worker process (the ``target`` of its Process)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(config.alive.fileno())
+    worker = _Worker(task_conn.fileno(), result_conn.fileno(), config)
+    try:
+        if worker.initialize():
+            worker.loop()
+    except BrokenPipeError:
+        pass  # the parent is gone: nobody to answer
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()

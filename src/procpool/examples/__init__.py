@@ -1,0 +1,1 @@
+"""Bundled examples (``procpool run procpool.examples.words:count_letters``)."""
