@@ -37,10 +37,7 @@ def dumps(obj: object, stage: str = "pickle task") -> bytes:
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception as first:
-        try:
-            return _cloudpickle_dumps(obj)
-        except Exception:
-            raise SerializationError(stage, f"{type(first).__name__}: {first}") from first
+        return _dumps_fallback(obj, stage, first)
     if _MAIN_MARK in data:
         try:
             return _cloudpickle_dumps(obj)
@@ -48,6 +45,21 @@ def dumps(obj: object, stage: str = "pickle task") -> bytes:
             # By reference it still works wherever __main__ is importable (fork, scripts).
             return data
     return data
+
+
+def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
+    # multiprocessing's own pickler knows sockets and connections (the tutorial's
+    # echo server hands an accepted socket to a worker); cloudpickle knows code.
+    from multiprocessing.reduction import ForkingPickler
+
+    try:
+        return bytes(ForkingPickler.dumps(obj, PROTOCOL))
+    except Exception:
+        pass
+    try:
+        return _cloudpickle_dumps(obj)
+    except Exception:
+        raise SerializationError(stage, f"{type(first).__name__}: {first}") from first
 
 
 def dumps_function(fn: object) -> bytes:
