@@ -15,6 +15,9 @@ from typing import Any, Protocol
 from . import _worker
 from ._wire import FrameReader, Kind, frame
 
+# How long reap() waits for a worker whose sentinel fired to become waitable.
+_REAP_WAIT = 5.0
+
 # Parent-side pipe ends of every live pool. A child forked for one pool must not keep
 # another worker's pipe open (its EOF would never come), so fork children close them.
 _parent_fds: set[int] = set()
@@ -157,7 +160,14 @@ class Slot:
         self.kill_at = now + grace
 
     def reap(self) -> int | None:
-        self.process.join(0)
+        """Collect the exit code of a worker whose sentinel has fired.
+
+        The kernel closes a dying process's files (so the sentinel fires) before the
+        process can be waited for: a non-blocking wait here would sometimes see no
+        exit code and leave a zombie. The wait is bounded in case a worker closed its
+        sentinel's write end without exiting.
+        """
+        self.process.join(_REAP_WAIT)
         code: int | None = self.process.exitcode
         return code
 
