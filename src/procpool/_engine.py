@@ -236,6 +236,16 @@ class Engine:
     def worker_pids(self) -> list[int]:
         return [slot.pid for slot in list(self._slots.values())]
 
+    def signal_workers(self, signum: int) -> None:
+        """Send ``signum`` to every current worker (any thread; Executor.kill_workers).
+
+        Only the scheduler reaps a worker, just before it leaves the table, so a pid
+        read here belongs to a live worker or one reaped an instant ago; the deaths are
+        then handled like any other (call ``terminate()`` first to fail, not retry).
+        """
+        for slot in list(self._slots.values()):
+            slot.signal(signum)
+
     def _not_running_error(self) -> BaseException:
         if self.state is State.BROKEN and self.broken_error is not None:
             return self.broken_error
