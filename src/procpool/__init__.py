@@ -14,6 +14,7 @@ from ._errors import RemoteTraceback as RemoteTraceback
 from ._errors import SerializationError as SerializationError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import WorkerLostError as WorkerLostError
+from ._executor import Executor as Executor
 from ._pool import Pool as Pool
 from ._pool import cpu_count as cpu_count
 from ._results import AsyncResult as AsyncResult
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncResult",
     "CancelledError",
+    "Executor",
     "GetTimeoutError",
     "IMapIterator",
     "MapResult",

@@ -1,0 +1,427 @@
+"""``procpool.Executor``: the ``concurrent.futures`` API on the Pool's engine.
+
+::
+
+    user thread                        scheduler thread                 callback thread
+    ───────────                        ────────────────                 ───────────────
+    submit(fn, *args)
+      pickle the call ─▶ Task(sink = _Future) ─▶ Engine.submit
+                                       resolve: _Future._resolve
+                                         set_result / set_exception ──▶ done callbacks
+    result() / wait() / as_completed()  ◀── wakes at once (waiters)
+
+**Futures.** ``submit`` returns a real ``concurrent.futures.Future`` that is also the
+task's sink. The scheduler completes it in place, so ``result()``, ``wait`` and
+``as_completed`` (which use the future's condition and waiters, not callbacks) wake
+without a thread hop. Completing a future runs its done callbacks in the completing
+thread; while that thread is the scheduler, each callback is posted to the engine's
+callback thread instead, so user code never stalls the scheduler.
+
+**Cancel.** ``cancel()`` works on a running call too: the engine stops the worker that
+holds it and starts another. A user's cancel and the scheduler's resolve race; a claim
+under one lock lets exactly one of them call ``set_running_or_notify_cancel``.
+
+**Shutdown.** ``shutdown`` maps onto ``Engine.close`` (and ``join`` when waiting);
+``wait=False`` leaves one thread that joins the engine once the work is done, then
+ends. ``terminate_workers``/``kill_workers`` cancel what has not started, fail what
+runs and stop every worker at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import itertools
+import logging
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, ParamSpec, TypeVar
+
+from . import _serialize
+from ._engine import Engine
+from ._pool import _check_positive, cpu_count, get_context
+from ._slot import Task
+from ._worker import APPLY, MAP, STARMAP
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+_futures_log = logging.getLogger("concurrent.futures")
+# Set on the scheduler thread while it completes a future: its callbacks are posted.
+_completing = threading.local()
+# Decides the race between a user's cancel() and the scheduler's resolve.
+_claim_lock = threading.Lock()
+
+
+class _Future(concurrent.futures.Future[T]):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call."""
+
+    def __init__(self, engine: Engine, live: set[_Future[Any]]) -> None:
+        super().__init__()
+        self._engine = engine
+        self._live = live
+        self._task: Task | None = None
+        self._claimed = False
+
+    def cancel(self) -> bool:
+        """Cancel the call, running or not; False only once it has finished.
+
+        Unlike the stdlib (which cannot stop a running call), a running call's worker
+        is stopped and replaced.
+        """
+        if not super().cancel():
+            return False
+        if self._claim():
+            self._live.discard(self)
+            # wait() and as_completed() count a cancelled future only once notified.
+            self.set_running_or_notify_cancel()
+            if self._task is not None:
+                self._engine.cancel(self._task)
+        return True
+
+    def running(self) -> bool:
+        """True while a worker holds the call (as in the stdlib, which counts calls
+        already handed to its call queue as running)."""
+        if super().running():
+            return True
+        task = self._task
+        return task is not None and task.worker is not None and not self.done()
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        super().add_done_callback(functools.partial(_call_back, self._engine, fn))
+
+    def _claim(self) -> bool:
+        with _claim_lock:
+            if self._claimed:
+                return False
+            self._claimed = True
+            return True
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        """The Sink side, called by the scheduler thread."""
+        self._live.discard(self)
+        if not self._claim() or not self.set_running_or_notify_cancel():
+            return
+        _completing.active = True
+        try:
+            if ok:
+                self.set_result(value)
+            else:
+                self.set_exception(value)
+        finally:
+            _completing.active = False
+
+
+def _call_back(engine: Engine, fn: Callable[[Any], object], future: _Future[Any]) -> None:
+    if getattr(_completing, "active", False):
+        engine.callbacks.post(functools.partial(_run_logged, fn, future))
+    else:
+        fn(future)
+
+
+def _run_logged(fn: Callable[[Any], object], future: _Future[Any]) -> None:
+    try:
+        fn(future)
+    except Exception:  # as concurrent.futures.Future._invoke_callbacks does
+        _futures_log.exception("exception calling callback for %r", future)
+
+
+class Executor(concurrent.futures.Executor):
+    """A drop-in for ``concurrent.futures.ProcessPoolExecutor`` on procpool's engine.
+
+    Same signatures and contract (``submit``, ``map`` with 3.14's ``buffersize``,
+    ``shutdown``, ``terminate_workers``, ``kill_workers``). Unlike the stdlib, a worker
+    that dies fails only its own future (``WorkerLostError``, a ``BrokenProcessPool``)
+    and the executor goes on; ``cancel()`` stops a running call; ``task_timeout``,
+    ``retries`` and ``max_memory_per_child`` work as on ``Pool``. A call that cannot
+    be pickled raises ``SerializationError`` from ``submit`` (the stdlib sets the
+    error on the future instead).
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
+        *,
+        max_tasks_per_child: int | None = None,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        max_memory_per_child: int | None = None,
+    ) -> None:
+        if max_workers is None:
+            max_workers = cpu_count()
+        elif max_workers <= 0:
+            raise ValueError("max_workers must be greater than 0")
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        _check_tasks_per_child(max_tasks_per_child)
+        _check_positive("task_timeout", task_timeout)
+        _check_positive("max_memory_per_child", max_memory_per_child)
+        if not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        self._max_workers = max_workers
+        self._options = (task_timeout, retries)
+        self._live: set[_Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._shutdown = False
+        self._joiner: threading.Thread | None = None
+        self._engine = Engine(
+            get_context(mp_context),
+            max_workers,
+            initializer,
+            initargs,
+            max_tasks_per_child,
+            max_memory_per_child,
+        )
+        self._finalizer = weakref.finalize(self, _release, self._engine)
+
+    def __repr__(self) -> str:
+        state = "shutdown" if self._shutdown else self._engine.state.value
+        return f"<procpool.Executor state={state} max_workers={self._max_workers}>"
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        """Schedule ``fn(*args, **kwargs)``; return its Future at once."""
+        self._check_open()
+        payload = _serialize.call_payload(_serialize.dumps_function(fn), APPLY, args, kwargs)
+        future: _Future[T] = self._new_future(payload, _serialize.describe(fn))
+        self._start([future])
+        return future
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int = 1,
+        buffersize: int | None = None,
+    ) -> Iterator[T]:
+        """``map(fn, *iterables)`` in parallel, results in order (as the stdlib).
+
+        Calls are submitted at once, or, with ``buffersize``, only ``buffersize`` of
+        them (chunks, when ``chunksize > 1``) ahead of the results consumed.
+        ``TimeoutError`` from the iterator once ``timeout`` seconds have passed since
+        the call; leaving the iterator early cancels (and stops) what is left.
+        """
+        if chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and not isinstance(buffersize, int):
+            raise TypeError("buffersize must be an integer or None")
+        if buffersize is not None and buffersize < 1:
+            raise ValueError("buffersize must be None or > 0")
+        end = None if timeout is None else time.monotonic() + timeout
+        make, source = self._calls(fn, iterables, chunksize)
+        first = source if buffersize is None else itertools.islice(source, buffersize)
+        futures: deque[_Future[Any]] = deque(make(data) for data in first)
+        self._start(list(futures))
+        refill = None
+        if buffersize is not None:
+            refill = functools.partial(_refill, weakref.ref(self), make, source)
+        return _results(futures, refill, end, chunksize > 1)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Accept no more calls; finish (or, with ``cancel_futures``, cancel) the rest.
+
+        ``wait=False`` returns at once; the workers and threads end once the work is
+        done.
+        """
+        with self._lock:
+            self._shutdown = True
+        if cancel_futures:
+            self._cancel_pending()
+        self._engine.close()
+        self._finalizer.detach()
+        if wait:
+            # From a done callback the callback thread cannot join itself: wait for
+            # the work, and leave stopping that thread to the joiner.
+            self._engine.join()
+            if self._engine.callbacks.is_current():
+                self._join_later()
+        else:
+            self._join_later()
+
+    def terminate_workers(self) -> None:
+        """Stop every worker now with SIGTERM (Python 3.14).
+
+        Calls not yet started are cancelled; running ones fail (``CancelledError``,
+        or ``WorkerLostError`` if the worker's death is seen first). The executor
+        accepts no more calls.
+        """
+        self._force_shutdown(None)
+
+    def kill_workers(self) -> None:
+        """Like ``terminate_workers`` but with SIGKILL (Python 3.14)."""
+        self._force_shutdown(signal.SIGKILL)
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Pids of the current worker processes (for diagnostics and tests)."""
+        return self._engine.worker_pids()
+
+    # -- internal
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+
+    def _new_future(self, payload: bytes, name: str) -> _Future[Any]:
+        return _new_future(self._engine, self._live, self._options, payload, name)
+
+    def _calls(
+        self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
+    ) -> tuple[Callable[[Any], _Future[Any]], Iterator[Any]]:
+        """How map builds one call, and the calls' data: argument tuples or chunks."""
+        self._check_open()
+        fn_blob = _serialize.dumps_function(fn)
+        name = _serialize.describe(fn)
+        # The maker holds no reference to the executor (see _refill).
+        new = functools.partial(_new_future, self._engine, self._live, self._options)
+        if chunksize == 1:
+            call = functools.partial(_serialize.call_payload, fn_blob, APPLY, kwargs={})
+            return (lambda args: new(call(args), name)), zip(*iterables, strict=False)
+        single = len(iterables) == 1
+        items = iter(iterables[0]) if single else zip(*iterables, strict=False)
+        mode = MAP if single else STARMAP
+        call = functools.partial(_serialize.call_payload, fn_blob, mode, kwargs={})
+        label = f"{name} on a chunk of {chunksize}"
+        return (lambda chunk: new(call(chunk), label)), _batched(items, chunksize)
+
+    def _start(self, futures: list[_Future[Any]]) -> None:
+        if not futures:
+            return
+        self._check_open()
+        tasks = [f._task for f in futures if f._task is not None]
+        self._live.update(futures)
+        try:
+            self._engine.submit(tasks)
+        except ValueError:  # shut down between the check and the submit
+            self._live.difference_update(futures)
+            raise RuntimeError("cannot schedule new futures after shutdown") from None
+        except BaseException:
+            self._live.difference_update(futures)
+            raise
+
+    def _cancel_pending(self) -> None:
+        """Cancel every call no worker has been handed yet (shutdown's cancel_futures)."""
+        for future in self._live.copy():
+            task = future._task
+            if task is not None and task.attempts == 0:
+                future.cancel()
+
+    def _force_shutdown(self, signum: int | None) -> None:
+        with self._lock:
+            self._shutdown = True
+        self._cancel_pending()
+        self._engine.terminate()
+        if signum is not None:
+            self._engine.signal_workers(signum)
+        self._finalizer.detach()
+        self._join_later()
+
+    def _join_later(self) -> None:
+        """Join the engine from a thread of its own, which ends with the work.
+
+        Not a daemon: like the stdlib's manager thread, it makes interpreter exit
+        wait for calls already submitted.
+        """
+        with self._lock:
+            if self._joiner is not None:
+                return
+            self._joiner = threading.Thread(
+                target=self._engine.join, name="procpool-executor-shutdown"
+            )
+            self._joiner.start()
+
+
+def _new_future(
+    engine: Engine,
+    live: set[_Future[Any]],
+    options: tuple[float | None, int],
+    payload: bytes,
+    name: str,
+) -> _Future[Any]:
+    future: _Future[Any] = _Future(engine, live)
+    future._task = Task(payload, future, 0, name, options)
+    return future
+
+
+def _check_tasks_per_child(value: int | None) -> None:
+    if value is None:
+        return
+    if not isinstance(value, int):
+        raise TypeError("max_tasks_per_child must be an integer")
+    if value <= 0:
+        raise ValueError("max_tasks_per_child must be >= 1")
+
+
+def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
+    """``itertools.batched`` (Python 3.12), as lists."""
+    while chunk := list(itertools.islice(items, size)):
+        yield chunk
+
+
+def _refill(
+    executor_ref: weakref.ref[Executor],
+    make: Callable[[Any], _Future[Any]],
+    source: Iterator[Any],
+    futures: deque[_Future[Any]],
+) -> None:
+    """Submit the next call of a buffered map.
+
+    As in the stdlib, the map holds only a weak reference to the executor, so that it
+    can be collected; once it is, nothing more is submitted.
+    """
+    executor = executor_ref()
+    if executor is None:
+        return
+    data = next(source, None)
+    if data is not None:
+        future = make(data)
+        executor._start([future])
+        futures.append(future)
+
+
+def _results(
+    futures: deque[_Future[Any]],
+    refill: Callable[[deque[_Future[Any]]], None] | None,
+    end: float | None,
+    chunked: bool,
+) -> Iterator[Any]:
+    """Executor.map's result iterator; closing it cancels the calls still out."""
+    try:
+        while futures:
+            if refill is not None:
+                refill(futures)
+            timeout = None if end is None else end - time.monotonic()
+            value = _result_or_cancel(futures.popleft(), timeout)
+            if chunked:
+                yield from value
+            else:
+                yield value
+    finally:
+        for future in futures:
+            future.cancel()
+
+
+def _result_or_cancel(future: _Future[Any], timeout: float | None) -> Any:
+    try:
+        return future.result(timeout)
+    finally:
+        future.cancel()  # after a timeout; a no-op once finished
+        del future  # do not keep the result alive through this frame
+
+
+def _release(engine: Engine) -> None:
+    """Finalizer of an Executor dropped without ``shutdown()``: finish, then end."""
+    engine.close()
+    try:
+        threading.Thread(target=engine.join, name="procpool-executor-shutdown").start()
+    except RuntimeError:  # interpreter shutdown: no new threads (Python 3.12+)
+        engine.join()
