@@ -55,9 +55,14 @@ def child_pids() -> set[int]:
     return found - _helper_pids()
 
 
+# Segments procpool creates, and the stdlib's default names. (Other programs on a
+# shared machine, joblib's memmapping folders say, come and go on their own.)
+_SHM_PREFIXES = ("procpool", "psm_", "wnsm_")
+
+
 def shm_segments() -> set[str]:
     try:
-        return {name for name in os.listdir("/dev/shm") if not name.startswith("sem.")}
+        return {name for name in os.listdir("/dev/shm") if name.startswith(_SHM_PREFIXES)}
     except FileNotFoundError:
         return set()
 

@@ -152,15 +152,19 @@ class Engine:
         max_tasks: int | None = None,
         max_memory: int | None = None,
     ) -> None:
+        # The initializer travels as our own pickle (a lambda works); initargs go to
+        # the Process as they are, so locks and events can be shared by inheritance.
         init_blob = None
         if initializer is not None:
-            init_blob = _serialize.dumps((initializer, tuple(initargs)), "pickle initializer")
+            init_blob = _serialize.dumps(initializer, "pickle initializer")
         # Workers watch the read end of this pipe; only this process holds the write
         # end, so its death (even by SIGKILL) is an EOF in every worker.
         alive_r, self._alive_w = os.pipe()
         _parent_fds.add(self._alive_w)
         self._alive_r = multiprocessing.connection.Connection(alive_r, writable=False)
-        self._config = WorkerConfig(init_blob, max_tasks, max_memory, self._alive_r)
+        self._config = WorkerConfig(
+            init_blob, tuple(initargs), max_tasks, max_memory, self._alive_r
+        )
         self._ctx = ctx
         self.processes = processes
         self.callbacks = CallbackRunner()

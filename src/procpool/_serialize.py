@@ -1,9 +1,9 @@
 """Pickling for calls, results and errors.
 
-Plain pickle (protocol 5) first, because it is fast; cloudpickle when plain pickle
-refuses (lambdas, closures, local classes) or when the pickle refers to ``__main__``,
-which a spawned or forkserver worker may not be able to import (notebooks,
-``python -c``, stdin). A function's pickle is cached, so a lambda mapped over a
+Plain pickle (protocol 5) first, because it is fast; multiprocessing's pickler for
+sockets and connections; cloudpickle when both refuse (lambdas, closures, local
+classes) or when the pickle refers to a ``__main__`` that a spawned or forkserver
+worker cannot import (notebooks, ``python -c``, stdin). A function's pickle is cached, so a lambda mapped over a
 million items is cloudpickled once.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import pickle
 import struct
+import sys
 import traceback
 import weakref
 from typing import Any
@@ -32,13 +33,24 @@ def _cloudpickle_dumps(obj: object) -> bytes:
     return data
 
 
+def _main_is_importable() -> bool:
+    """Whether a worker can import ``__main__`` by itself (a script file, ``-m``).
+
+    Then ``__main__`` objects pickle by reference: fast, and the worker's tracebacks
+    point at the real source lines. Otherwise (a notebook, ``python -c``, stdin) they
+    must travel by value.
+    """
+    main = sys.modules.get("__main__")
+    return getattr(main, "__file__", None) is not None
+
+
 def dumps(obj: object, stage: str = "pickle task") -> bytes:
     """Pickle ``obj``, falling back to cloudpickle; SerializationError names ``stage``."""
     try:
         data = pickle.dumps(obj, PROTOCOL)
     except Exception as first:
         return _dumps_fallback(obj, stage, first)
-    if _MAIN_MARK in data:
+    if _MAIN_MARK in data and not _main_is_importable():
         try:
             return _cloudpickle_dumps(obj)
         except Exception:

@@ -33,6 +33,7 @@ class WorkerConfig:
     """What a worker needs to know, sent once at start."""
 
     init_blob: bytes | None
+    initargs: tuple[Any, ...]
     max_tasks: int | None
     max_memory: int | None
     alive: Any  # a Connection: the read end of a pipe only the parent writes to
@@ -94,9 +95,8 @@ class _Worker:
     def initialize(self) -> bool:
         if self.config.init_blob is not None:
             try:
-                initializer, initargs = _serialize.loads(self.config.init_blob)
-                if initializer is not None:
-                    initializer(*initargs)
+                initializer = _serialize.loads(self.config.init_blob)
+                initializer(*self.config.initargs)
             except BaseException as exc:
                 self.send(Kind.INIT_FAILED, 0, _serialize.error_report(exc))
                 return False

@@ -1,0 +1,327 @@
+"""Issue 3: never hang, never lose a task.
+
+The crash matrix (crash, exit or raise at each stage a call goes through), worker
+death, time limits, cancellation, retries, recycling, BaseException, a failing
+initializer, Ctrl-C and the death of the parent. Every case checks the error type and
+message, that the other tasks completed, and that the pool still answers.
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import select
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fault_funcs as ff
+import procpool
+from procpool import (
+    CancelledError,
+    PoolBrokenError,
+    SerializationError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+
+SIGNAL_OF = {"sigkill": "SIGKILL", "segfault": "SIGSEGV"}
+
+
+def _check_lost(err: BaseException, action: str) -> None:
+    assert isinstance(err, WorkerLostError)
+    assert isinstance(err, procpool.ProcpoolError)
+    from concurrent.futures.process import BrokenProcessPool
+
+    assert isinstance(err, BrokenProcessPool)
+    if action == "exit":
+        assert err.exitcode == 7 and "exited with code 7" in str(err)
+    else:
+        assert err.signal == SIGNAL_OF[action] and SIGNAL_OF[action] in str(err)
+    assert err.pid is not None and str(err.pid) in str(err)
+
+
+def _neighbours(pool: procpool.Pool) -> list[procpool.AsyncResult[int]]:
+    return [pool.apply_async(ff.square, (i,)) for i in range(8)]
+
+
+def _assert_healthy(pool: procpool.Pool, neighbours: list[procpool.AsyncResult[int]]) -> None:
+    assert [r.get(timeout=30) for r in neighbours] == [i * i for i in range(8)] * (
+        len(neighbours) // 8
+    )
+    assert pool.apply(ff.square, (12,)) == 144
+    assert pool.map(ff.square, range(30)) == [i * i for i in range(30)]
+
+
+@pytest.mark.parametrize("action", ff.ACTIONS)
+@pytest.mark.parametrize("stage", ["unpickle task", "run", "pickle result"])
+def test_crash_matrix_in_worker(start_method: str, stage: str, action: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        before = _neighbours(pool)
+        if stage == "unpickle task":
+            bad = pool.apply_async(ff.identity, (ff.Trap(action, "unpickle"),))
+        elif stage == "run":
+            bad = pool.apply_async(ff.run_action, (action,))
+        else:
+            bad = pool.apply_async(ff.make_trap, (action, "pickle"))
+        after = _neighbours(pool)
+        with pytest.raises(BaseException) as info:
+            bad.get(timeout=30)
+        err = info.value
+        if action != "raise":
+            _check_lost(err, action)
+        elif stage == "run":
+            assert type(err) is ff.TrapError and "trap sprung" in str(err)
+            assert isinstance(err.__cause__, procpool.RemoteTraceback)
+            assert "run_action" in str(err.__cause__)
+        else:
+            assert isinstance(err, SerializationError)
+            assert err.stage == stage and "trap sprung" in str(err)
+        _assert_healthy(pool, before + after)
+
+
+def test_crash_matrix_in_parent(start_method: str) -> None:
+    """Pickling the call and unpickling the result happen in the parent: raise only.
+
+    (A crash there is a crash of the parent process itself; nothing survives that.)
+    """
+    with procpool.Pool(2, context=start_method) as pool:
+        before = _neighbours(pool)
+        with pytest.raises(SerializationError) as info:
+            pool.apply_async(ff.identity, (ff.Trap("raise", "pickle"),))
+        assert info.value.stage == "pickle task" and "trap sprung" in str(info.value)
+        bad = pool.apply_async(ff.make_trap, ("raise", "unpickle"))
+        with pytest.raises(SerializationError) as info:
+            bad.get(timeout=30)
+        assert info.value.stage == "unpickle result" and "trap sprung" in str(info.value)
+        _assert_healthy(pool, before)
+
+
+def test_dead_worker_in_map_fails_its_chunk_only(start_method: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        it = pool.imap(ff.run_action, ["sigkill"], chunksize=1)
+        with pytest.raises(WorkerLostError):
+            next(it)
+        assert pool.map(ff.square, range(100), chunksize=7) == [i * i for i in range(100)]
+
+
+def test_task_timeout_stops_the_task_and_replaces_the_worker(start_method: str) -> None:
+    with procpool.Pool(1, context=start_method, task_timeout=0.2) as pool:
+        (pid,) = pool.worker_pids
+        queued = pool.apply_async(ff.square, (5,), task_timeout=None)
+        slow = pool.apply_async(ff.sleep_forever)
+        behind = pool.apply_async(ff.square, (6,))
+        with pytest.raises(TaskTimeoutError) as info:
+            slow.get(timeout=30)
+        err = info.value
+        assert isinstance(err, TimeoutError) and isinstance(err, multiprocessing.TimeoutError)
+        assert "0.2s" in str(err) and "sleep_forever" in str(err)
+        assert queued.get(timeout=30) == 25 and behind.get(timeout=30) == 36
+        assert pool.worker_pids != [pid]
+
+
+def test_per_call_timeout_on_imap_chunks(start_method: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        results = pool.imap(ff.run_or_square, [1, "block", 3], task_timeout=0.3)
+        assert next(results) == 1
+        with pytest.raises(TaskTimeoutError):
+            next(results)
+        assert next(results) == 9
+
+
+def test_cancel_pending_and_running(start_method: str) -> None:
+    ctx = multiprocessing.get_context(start_method)
+    started = ctx.Event()
+    with procpool.Pool(
+        1, context=start_method, initializer=ff.init_started, initargs=(started,)
+    ) as pool:
+        (pid,) = pool.worker_pids
+        running = pool.apply_async(ff.signal_then_block)
+        pending = pool.apply_async(ff.square, (3,))
+        assert started.wait(30)
+        assert pending.cancel() is True
+        assert running.cancel() is True
+        for result in (pending, running):
+            with pytest.raises(CancelledError):
+                result.get(timeout=5)
+            assert result.cancelled() and result.ready()
+        assert pool.apply(ff.square, (4,)) == 16
+        assert pool.worker_pids != [pid]
+        done = pool.apply_async(ff.square, (2,))
+        assert done.get(timeout=30) == 4
+        assert done.cancel() is False
+
+
+def test_retries_rerun_a_task_whose_worker_died(start_method: str, tmp_path: Path) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        marker = str(tmp_path / "first")
+        assert pool.apply(ff.kill_once, (marker,), retries=1) == "survived"
+        with pytest.raises(WorkerLostError):
+            pool.apply(ff.kill_once, (str(tmp_path / "second"),))
+
+
+def test_normal_exceptions_are_never_retried(tmp_path: Path) -> None:
+    counter = tmp_path / "count"
+    with procpool.Pool(2, retries=3) as pool, pytest.raises(ValueError, match="never retried"):
+        pool.apply(ff.count_and_raise, (str(counter),))
+    assert counter.read_text() == "x"
+
+
+def test_maxtasksperchild_recycles(start_method: str) -> None:
+    with procpool.Pool(1, maxtasksperchild=2, context=start_method) as pool:
+        pids = [pool.apply(ff.getpid) for _ in range(6)]
+        assert len(set(pids)) == 3
+        assert pool.map(ff.getpid, range(20), chunksize=1).count(pids[0]) == 0
+
+
+def test_max_memory_per_child_recycles() -> None:
+    with procpool.Pool(1, context="spawn") as probe:
+        _, baseline = probe.apply(ff.pid_and_rss)
+    limit = baseline + 64 * 1024 * 1024
+    with procpool.Pool(1, context="spawn", max_memory_per_child=limit) as pool:
+        pid1, _ = pool.apply(ff.rss_after_growing, (16,))
+        pid2, _ = pool.apply(ff.pid_and_rss)
+        assert pid1 == pid2  # still under the limit
+        pid3, rss = pool.apply(ff.rss_after_growing, (96,))
+        assert rss > limit
+        pid4, _ = pool.apply(ff.pid_and_rss)
+        assert pid4 != pid3  # retired after the task that crossed the limit
+
+
+@pytest.mark.parametrize("kind", ["SystemExit", "KeyboardInterrupt"])
+def test_base_exceptions_come_back_as_errors(start_method: str, kind: str) -> None:
+    with procpool.Pool(1, context=start_method) as pool:
+        with pytest.raises(BaseException) as info:
+            pool.apply(ff.raise_base, (kind,))
+        assert type(info.value).__name__ == kind
+        assert pool.apply(ff.square, (3,)) == 9
+
+
+def test_failing_initializer_breaks_the_pool_clearly(start_method: str) -> None:
+    pool = procpool.Pool(2, context=start_method, initializer=ff.fail_init)
+    try:
+        result = pool.apply_async(ff.square, (2,))
+        with pytest.raises(PoolBrokenError) as info:
+            result.get(timeout=60)
+        assert "broken on purpose" in str(info.value)
+        with pytest.raises(PoolBrokenError):
+            pool.apply_async(ff.square, (2,))
+    finally:
+        pool.terminate()
+
+
+def test_callback_that_raises_does_not_stop_the_pool(caplog: pytest.LogCaptureFixture) -> None:
+    def bad_callback(_: object) -> None:
+        raise RuntimeError("callback bug")
+
+    with procpool.Pool(2) as pool:
+        result = pool.apply_async(ff.square, (3,), callback=bad_callback)
+        assert result.get(timeout=30) == 9
+        assert isinstance(result.callback_error, RuntimeError)
+        assert pool.apply(ff.square, (4,)) == 16
+    assert "callback bug" in caplog.text
+
+
+def test_dropped_pool_is_cleaned_up() -> None:
+    pool = procpool.Pool(2)
+    assert pool.apply(ff.square, (2,)) == 4
+    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+        del pool
+        gc.collect()
+
+
+def test_terminate_ends_long_tasks_quickly(start_method: str) -> None:
+    pool = procpool.Pool(2, context=start_method)
+    results = [pool.apply_async(ff.sleep_forever) for _ in range(4)]
+    pool.terminate()
+    pool.join()
+    for result in results:
+        with pytest.raises(CancelledError, match="terminated"):
+            result.get(timeout=5)
+
+
+_SCRIPT = textwrap.dedent(
+    """
+    import sys, threading
+    import procpool
+    import fault_funcs as ff
+
+    if __name__ == "__main__":
+        import multiprocessing
+        started = multiprocessing.get_context(sys.argv[1]).Event()
+        pool = procpool.Pool(2, context=sys.argv[1], initializer=ff.init_started,
+                             initargs=(started,))
+
+        def announce():
+            started.wait()
+            print(*pool.worker_pids, flush=True)
+
+        threading.Thread(target=announce, daemon=True).start()
+        try:
+            pool.map(ff.signal_then_block_item, range(4), chunksize=1)
+        finally:
+            if sys.argv[2] == "close":
+                pool.close()
+                pool.join()
+                print("JOINED", flush=True)
+    """
+)
+
+
+def _run_script(
+    tmp_path: Path, start_method: str, mode: str
+) -> tuple[subprocess.Popen[str], list[int]]:
+    script = tmp_path / "pool_script.py"
+    script.write_text(_SCRIPT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    proc = subprocess.Popen(
+        [sys.executable, str(script), start_method, mode],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2, proc.stderr.read() if proc.stderr else ""
+    return proc, pids
+
+
+def _wait_gone(pids: list[int], timeout: float) -> list[int]:
+    """The pids still alive after ``timeout`` seconds (pidfds: no polling)."""
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            ready, _, _ = select.select([fd], [], [], timeout)
+            if not ready:
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_cancels_and_close_join_returns(start_method: str, tmp_path: Path) -> None:
+    proc, pids = _run_script(tmp_path, start_method, "close")
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=20)
+    assert "JOINED" in out
+    assert "KeyboardInterrupt" in err
+    assert _wait_gone(pids, 5) == []
+
+
+@pytest.mark.timeout(60)
+def test_parent_sigkill_leaves_no_orphans(start_method: str, tmp_path: Path) -> None:
+    proc, pids = _run_script(tmp_path, start_method, "none")
+    proc.kill()
+    proc.communicate(timeout=20)
+    assert _wait_gone(pids, 1.0) == []
