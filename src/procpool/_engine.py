@@ -46,6 +46,7 @@ import select
 import signal
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -174,6 +175,10 @@ class Engine:
         self._submit_lock = threading.Lock()
         self._wake_r, self._wake_w = parent_pipe()
         os.set_blocking(self._wake_r, False)
+        # The write end lives as long as this object, not the scheduler: a cancel(),
+        # close() or terminate() after the scheduler ended must find this pipe (a
+        # write to a closed end fails quietly), never a reused descriptor number.
+        weakref.finalize(self, close_parent_fd, self._wake_w)
         self._wake_pending = False
         self._next_tid = 1
         self._pending: deque[Task] = deque()
@@ -279,7 +284,6 @@ class Engine:
                 self._forget(slot)
         finally:
             close_parent_fd(self._wake_r)
-            close_parent_fd(self._wake_w)
             close_parent_fd(self._alive_w)
             self._alive_r.close()
 
