@@ -194,10 +194,15 @@ def _cell(row: dict[str, Any], key: str, suffix: str) -> str:
     return f"{v:.2f}{X} {suffix}" if isinstance(v, (int, float)) else ""
 
 
+def _n(row: dict[str, Any]) -> str:
+    ok = len(row.get("values", []))
+    return f"{ok}" if ok == row["runs"] else f"{ok}/{row['runs']}"
+
+
 def table(data: dict[str, Any]) -> list[str]:
     lines = [
-        "| scenario | peer | median | vs stdlib (speed-up) | vs floor (cost) | notes |",
-        "|---|---|---:|---:|---:|---|",
+        "| scenario | peer | median | n | vs stdlib (speed-up) | vs floor (cost) | notes |",
+        "|---|---|---:|---:|---:|---:|---|",
     ]
     for name in data["results"]:
         sc = SCENARIOS[name]
@@ -208,11 +213,11 @@ def table(data: dict[str, Any]) -> list[str]:
         if floor:
             note = f"efficiency {floor['efficiency']:.1%}" if "efficiency" in floor else ""
             value = _fmt(floor["value"], sc.unit) if floor.get("value") else floor.get("status", "")
-            lines.append(f"| {head} | *floor: {sc.floor_label}* | {value} |  | 1.00{X} floor | {note} |")
+            lines.append(f"| {head} | *floor: {sc.floor_label}* | {value} | {_n(floor)} |  | 1.00{X} floor | {note} |")
             head = ""
         for peer, row in s["peers"].items():
             value = _fmt(row["value"], sc.unit) if row.get("value") is not None else row["status"]
-            lines.append(f"| {head} | {_label(peer)} | {value} | {_cell(row, 'speedup', 'stdlib')} "
+            lines.append(f"| {head} | {_label(peer)} | {value} | {_n(row)} | {_cell(row, 'speedup', 'stdlib')} "
                          f"| {_cell(row, 'floor_cost', 'floor')} | {_notes_for(sc, peer, row)} |")
             head = ""
     return lines

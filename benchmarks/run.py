@@ -211,6 +211,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(scenarios.SCENARIOS))
     ap.add_argument("--peers", default="", help="comma-separated peers: " + ",".join(PEERS))
     ap.add_argument("--timeout", type=float, default=120.0, help="seconds per trial (default 120)")
+    ap.add_argument("--budget", type=float, default=15.0,
+                    help="seconds per scenario and peer: a peer whose next repeat would go past "
+                         "it stops repeating (default 15; 0: always --repeat)")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "latest.json")
     ap.add_argument("--chart", type=Path, default=HERE / "results.png")
     ap.add_argument("--no-chart", action="store_true")
@@ -259,10 +262,14 @@ def run_scenario(sc: scenarios.Scenario, peers: list[str], params: dict[str, Any
     repeats = sc.repeats or args.repeat
     for rep in range(repeats):
         for peer in peers:
-            if any(t["status"] == "timeout" for t in trials[peer]):
-                continue  # one timeout is enough: do not spend the budget twice
+            done = trials[peer]
+            if any(t["status"] == "timeout" for t in done):
+                continue  # one timeout is enough: do not spend the time twice
+            spent = sum(t["trial_s"] for t in done)
+            if done and args.budget and spent + done[-1]["trial_s"] > args.budget:
+                continue  # a slow peer: fewer repeats (the table shows how many)
             t = trial(peer, sc.name, params, args.timeout)
-            trials[peer].append(t)
+            done.append(t)
             shown = report.short(sc, t)
             print(f"  {sc.name:<15} {rep + 1}/{repeats} {peer:<12} {shown:>16}   "
                   f"({t['trial_s']:.1f} s, others' CPU {t['foreign_load']:.0%})", flush=True)
@@ -290,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         results[name] = {"params": params, "trials": run_scenario(sc, peers, params, args)}
     env["wall_s"] = time.perf_counter() - started
     env["load_after"] = os.getloadavg()[0]
-    data = {"env": env, "quick": args.quick, "repeat": args.repeat, "results": results}
+    data = {"env": env, "quick": args.quick, "repeat": args.repeat, "budget": args.budget,
+            "timeout": args.timeout, "results": results}
     summary = report.summarize(data)
     data["summary"] = summary
     args.json.parent.mkdir(parents=True, exist_ok=True)
