@@ -310,12 +310,16 @@ class Engine:
             self._poll.unregister(fd)
 
     def _on_wake(self, _: None) -> None:
-        self._wake_pending = False
+        # Order matters: empty the pipe, then clear the flag, then read the inbox. A
+        # submitter appends before it reads the flag, so anything it adds after our
+        # read of the inbox finds the flag clear and writes a fresh byte. (Clearing
+        # the flag before emptying the pipe could swallow that byte and strand a task.)
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._wake_pending = False
         inbox = self._inbox
         while inbox:
             item = inbox.popleft()
