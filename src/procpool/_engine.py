@@ -601,10 +601,13 @@ class Engine:
         pending = self._pending
         if not pending or self.state in (State.TERMINATING, State.BROKEN):
             return
-        slots = [s for s in self._slots.values() if s.usable()]
+        limit = self._prefetch()
+        # Refill a worker only once it has drained to half its window: every write to
+        # its pipe then carries a batch of calls instead of one or two.
+        low = limit // 2
+        slots = [s for s in self._slots.values() if s.usable() and len(s.outstanding) <= low]
         if not slots:
             return
-        limit = self._prefetch()
         max_tasks = self._config.max_tasks
         now = time.monotonic()
         touched: set[Slot] = set()

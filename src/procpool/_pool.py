@@ -154,7 +154,9 @@ class Pool:
         completion order, on procpool's callback thread.
         """
         _check_callable(func, callback, error_callback)
-        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+        if type(args) is not tuple and (
+            isinstance(args, (str, bytes)) or not isinstance(args, Iterable)
+        ):
             raise TypeError(
                 f"args must be a tuple of arguments, not {type(args).__name__}; "
                 f"for one argument write args=(x,)"

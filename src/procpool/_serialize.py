@@ -3,8 +3,8 @@
 Plain pickle (protocol 5) first, because it is fast; multiprocessing's pickler for
 sockets and connections; cloudpickle when both refuse (lambdas, closures, local
 classes) or when the pickle refers to a ``__main__`` that a spawned or forkserver
-worker cannot import (notebooks, ``python -c``, stdin). A function's pickle is cached, so a lambda mapped over a
-million items is cloudpickled once.
+worker cannot import (notebooks, ``python -c``, stdin). A function's pickle is
+cached, so a lambda mapped over a million items is cloudpickled once.
 """
 
 from __future__ import annotations
