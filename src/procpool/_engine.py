@@ -51,7 +51,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _serialize
+from . import _serialize, _shm
 from ._errors import (
     CancelledError,
     PoolBrokenError,
@@ -61,7 +61,7 @@ from ._errors import (
     TaskTimeoutError,
     WorkerLostError,
 )
-from ._slot import Slot, Task, _parent_fds, close_parent_fd, parent_pipe
+from ._slot import DISCARD, Slot, Task, _parent_fds, close_parent_fd, parent_pipe
 from ._wire import ErrorReport, Kind
 from ._worker import WorkerConfig
 
@@ -388,6 +388,9 @@ class Engine:
             task = self._take(slot, tid)
             if task is not None:
                 self._finish(task, kind == Kind.RESULT, payload)
+        elif kind == Kind.RESULT_OOB:
+            task = self._take(slot, tid)
+            self._finish_oob(slot, task, payload)
         elif kind == Kind.CANCELLED:
             self._take(slot, tid)
         elif kind == Kind.READY:
@@ -474,6 +477,7 @@ class Engine:
 
     def _finish(self, task: Task, ok: bool, payload: bytes) -> None:
         if task.cancelled:
+            task.release()
             return
         if ok:
             try:
@@ -485,9 +489,31 @@ class Engine:
             value = _rebuild_error(payload)
         self._resolve(task, ok, value)
 
-    def _resolve(self, task: Task, ok: bool, value: Any) -> None:
+    def _finish_oob(self, slot: Slot, task: Task | None, payload: bytes) -> None:
+        count, data = _shm.unpack_count(payload)
         try:
-            task.sink._resolve(task.index, ok, value)
+            fds = _shm.receive(slot.fd_sock, count, block=False)
+        except OSError as exc:
+            if task is not None and not task.cancelled:
+                error = SerializationError("unpickle result", f"shared memory lost: {exc}")
+                self._resolve(task, False, error)
+            return
+        if task is None or task.cancelled:
+            _shm.close_all(fds)
+            return
+        try:
+            value = _shm.loads(data, fds)
+        except BaseException as exc:
+            detail = f"{type(exc).__name__}: {exc}"
+            self._resolve(task, False, SerializationError("unpickle result", detail))
+            return
+        self._resolve(task, True, value)
+
+    def _resolve(self, task: Task, ok: bool, value: Any) -> None:
+        task.release()
+        sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
+        try:
+            sink._resolve(task.index, ok, value)
         except BaseException:
             log.exception("procpool: resolving a task failed")
 
@@ -636,7 +662,7 @@ class Engine:
         task.attempts += 1
         slot.sent += 1
         slot.outstanding.append(task)
-        slot.queue(Kind.CALL, task.tid, task.payload)
+        slot.queue_call(task)
 
 
 def _rebuild_error(payload: bytes) -> BaseException:

@@ -16,6 +16,7 @@ import traceback
 import weakref
 from typing import Any
 
+from . import _shm
 from ._errors import SerializationError
 from ._wire import ErrorReport
 
@@ -44,19 +45,33 @@ def _main_is_importable() -> bool:
     return getattr(main, "__file__", None) is not None
 
 
-def dumps(obj: object, stage: str = "pickle task") -> bytes:
-    """Pickle ``obj``, falling back to cloudpickle; SerializationError names ``stage``."""
+def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None) -> bytes:
+    """Pickle ``obj``, falling back to cloudpickle; SerializationError names ``stage``.
+
+    With ``fds``, large buffers go out of band into memfds appended to it.
+    """
     try:
-        data = pickle.dumps(obj, PROTOCOL)
+        if fds is None:
+            data = pickle.dumps(obj, PROTOCOL)
+        else:
+            data = pickle.dumps(obj, PROTOCOL, buffer_callback=_shm.collector(fds))
     except Exception as first:
+        _drop(fds)
         return _dumps_fallback(obj, stage, first)
     if _MAIN_MARK in data and not _main_is_importable():
+        _drop(fds)
         try:
             return _cloudpickle_dumps(obj)
         except Exception:
             # By reference it still works wherever __main__ is importable (fork, scripts).
             return data
     return data
+
+
+def _drop(fds: list[int] | None) -> None:
+    if fds:
+        _shm.close_all(fds)
+        fds.clear()
 
 
 def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
@@ -101,15 +116,23 @@ def call_payload(fn_blob: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     The two are pickled apart so that the ``__main__`` check of the arguments is not
     set off by a function that was (deliberately) pickled by value.
     """
-    args_blob = dumps((mode, data, kwargs), "pickle task")
-    return _FN_LEN.pack(len(fn_blob)) + fn_blob + args_blob
+    fds: list[int] = []
+    args_blob = dumps((mode, data, kwargs), "pickle task", fds)
+    payload = _FN_LEN.pack(len(fn_blob)) + fn_blob + args_blob
+    if not fds:
+        return payload
+    oob = _shm.OOBPayload(payload)
+    oob.fds = tuple(fds)
+    return oob
 
 
-def split_call(payload: bytes) -> tuple[bytes, Any]:
+def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tuple[bytes, Any]:
     """The function's pickle and the unpickled ``(mode, data, kwargs)`` of a call."""
     (n,) = _FN_LEN.unpack_from(payload)
     end = _FN_LEN.size + n
-    return payload[_FN_LEN.size : end], pickle.loads(memoryview(payload)[end:])
+    args = memoryview(payload)[end:]
+    fn_blob = bytes(payload[_FN_LEN.size : end])
+    return fn_blob, (_shm.loads(args, fds) if fds else pickle.loads(args))
 
 
 def describe(fn: object) -> str:

@@ -9,10 +9,11 @@ import contextlib
 import multiprocessing.connection
 import os
 import signal
+import socket
 from collections import deque
 from typing import Any, Protocol
 
-from . import _worker
+from . import _shm, _worker
 from ._wire import FrameReader, Kind, frame
 
 # How long reap() waits for a worker whose sentinel fired to become waitable.
@@ -52,12 +53,23 @@ class Sink(Protocol):
     def _resolve(self, index: int, ok: bool, value: Any) -> None: ...
 
 
+class _Discard:
+    """The sink of a task already resolved: later outcomes go nowhere."""
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        pass
+
+
+DISCARD = _Discard()
+
+
 class Task:
     """One call (or one chunk of a map) on its way through the pool."""
 
     __slots__ = (
         "attempts",
         "cancelled",
+        "fds",
         "index",
         "name",
         "payload",
@@ -80,6 +92,16 @@ class Task:
         self.attempts = 0
         self.cancelled = False
         self.worker: Slot | None = None
+        self.fds: tuple[int, ...] = getattr(payload, "fds", ())
+
+    def release(self) -> None:
+        """Close the memfds of a finished task (its large buffers)."""
+        if self.fds:
+            _shm.close_all(self.fds)
+            self.fds = ()
+
+    def __del__(self) -> None:
+        self.release()
 
 
 class Slot:
@@ -88,12 +110,18 @@ class Slot:
     def __init__(self, ctx: Any, config: _worker.WorkerConfig) -> None:
         task_r, self.task_fd = os.pipe()
         self.result_fd, result_w = os.pipe()
-        _parent_fds.update((self.task_fd, self.result_fd))
+        # Descriptors of large buffers (memfds) travel on this socket, beside the pipes.
+        parent_sock, child_sock = (
+            s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        )
+        self.fd_sock = parent_sock
+        _parent_fds.update((self.task_fd, self.result_fd, self.fd_sock))
         child_task = multiprocessing.connection.Connection(task_r, writable=False)
         child_result = multiprocessing.connection.Connection(result_w, readable=False)
+        child_fds = multiprocessing.connection.Connection(child_sock)
         self.process = ctx.Process(
             target=_worker.main,
-            args=(child_task, child_result, config),
+            args=(child_task, child_result, child_fds, config),
             name="procpool-worker",
             daemon=True,
         )
@@ -105,6 +133,7 @@ class Slot:
         finally:
             child_task.close()
             child_result.close()
+            child_fds.close()
         os.set_blocking(self.task_fd, False)
         os.set_blocking(self.result_fd, False)
         self.pid: int = self.process.pid
@@ -126,6 +155,19 @@ class Slot:
 
     def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
         self.outbox.append(frame(kind, tid, payload))
+
+    def queue_call(self, task: Task) -> None:
+        if not task.fds:
+            self.outbox.append(frame(Kind.CALL, task.tid, task.payload))
+            return
+        # The descriptors go first: the worker takes them when it reads this frame.
+        try:
+            _shm.send(self.fd_sock, task.fds)
+        except OSError:
+            return  # the worker is gone; its sentinel will report it
+        self.outbox.append(
+            frame(Kind.CALL_OOB, task.tid, _shm.pack_count(len(task.fds), task.payload))
+        )
 
     def flush(self) -> bool:
         """Write as much of the outbox as the pipe takes. True when all was written."""
@@ -174,5 +216,6 @@ class Slot:
     def close_fds(self) -> None:
         close_parent_fd(self.task_fd)
         close_parent_fd(self.result_fd)
+        close_parent_fd(self.fd_sock)
         with contextlib.suppress(Exception):
             self.process.close()

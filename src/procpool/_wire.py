@@ -12,9 +12,13 @@ object, and the payload (already pickled once, by the submitting thread) is neve
 pickled again. ``benchmarks/bench_wire.py`` measures the difference.
 
 Parent to worker: ``CALL`` (payload: a pickled call), ``CANCEL`` (drop a queued call),
-``STOP`` (exit when idle). Worker to parent: ``READY`` (initializer done), ``RESULT``,
-``ERROR`` (payload: :class:`ErrorReport`), ``CANCELLED`` (a queued call was dropped),
-``RETIRE`` (the worker leaves after this task), ``INIT_FAILED`` (payload: traceback text).
+``STOP`` (exit when idle). ``CALL_OOB`` and ``RESULT_OOB`` carry a call or result whose
+large buffers travel as memfd descriptors on a Unix socket beside the pipe (``_shm``);
+their payload starts with the number of descriptors.
+
+Worker to parent: ``READY`` (initializer done), ``RESULT``, ``ERROR`` (payload:
+:class:`ErrorReport`), ``CANCELLED`` (a queued call was dropped), ``RETIRE`` (the worker
+leaves after this task), ``INIT_FAILED`` (payload: traceback text).
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ class Kind(enum.IntEnum):
     CANCELLED = 13
     RETIRE = 14
     INIT_FAILED = 15
+    CALL_OOB = 4  # a CALL whose large buffers come on the descriptor socket
+    RESULT_OOB = 16  # likewise for a RESULT
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _serialize
+from . import _serialize, _shm
 from ._errors import SerializationError
 from ._wire import FrameReader, Kind, frame, write_all
 
@@ -77,12 +77,13 @@ def call(fn: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -
 
 
 class _Worker:
-    def __init__(self, task_fd: int, result_fd: int, config: WorkerConfig) -> None:
+    def __init__(self, task_fd: int, result_fd: int, fd_sock: int, config: WorkerConfig) -> None:
         self.task_fd = task_fd
         self.result_fd = result_fd
+        self.fd_sock = fd_sock
         self.config = config
         self.reader = FrameReader(task_fd)
-        self.queue: deque[tuple[int, bytes]] = deque()
+        self.queue: deque[tuple[int, bytes, list[int] | None]] = deque()
         self.poller = select.poll()
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
@@ -111,7 +112,10 @@ class _Worker:
             return False
         for kind, tid, payload in self.reader.frames():
             if kind == Kind.CALL:
-                self.queue.append((tid, payload))
+                self.queue.append((tid, payload, None))
+            elif kind == Kind.CALL_OOB:
+                count, rest = _shm.unpack_count(payload)
+                self.queue.append((tid, bytes(rest), _shm.receive(self.fd_sock, count)))
             elif kind == Kind.CANCEL:
                 self.drop(tid)
             elif kind == Kind.STOP:
@@ -122,12 +126,13 @@ class _Worker:
         for item in self.queue:
             if item[0] == tid:
                 self.queue.remove(item)
+                _shm.close_all(item[2] or ())
                 self.send(Kind.CANCELLED, tid)
                 return
 
-    def run_one(self, tid: int, payload: bytes) -> None:
+    def run_one(self, tid: int, payload: bytes, fds: list[int] | None) -> None:
         try:
-            fn_blob, (mode, data, kwargs) = _serialize.split_call(payload)
+            fn_blob, (mode, data, kwargs) = _serialize.split_call(payload, fds)
             fn = self.fn_cache.get(fn_blob)
             if fn is None:
                 fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
@@ -143,12 +148,22 @@ class _Worker:
             return
         finally:
             del data, kwargs
+        out_fds: list[int] = []
         try:
-            data = _serialize.dumps(value, "pickle result")
+            data = _serialize.dumps(value, "pickle result", out_fds)
         except BaseException as exc:
             self.send(Kind.ERROR, tid, _serialize.error_report(exc))
             return
-        self.send(Kind.RESULT, tid, data)
+        finally:
+            del value
+        if not out_fds:
+            self.send(Kind.RESULT, tid, data)
+            return
+        try:
+            _shm.send(self.fd_sock, out_fds)
+        finally:
+            _shm.close_all(out_fds)
+        self.send(Kind.RESULT_OOB, tid, _shm.pack_count(len(out_fds), data))
 
     def should_retire(self) -> bool:
         cfg = self.config
@@ -164,19 +179,18 @@ class _Worker:
                 if self.stopping:
                     return
                 continue
-            tid, payload = self.queue.popleft()
-            self.run_one(tid, payload)
+            self.run_one(*self.queue.popleft())
             self.done += 1
             if self.should_retire():
                 self.send(Kind.RETIRE, 0)
                 return
 
 
-def main(task_conn: Any, result_conn: Any, config: WorkerConfig) -> None:
+def main(task_conn: Any, result_conn: Any, fd_conn: Any, config: WorkerConfig) -> None:
     """Entry point of a worker process (the ``target`` of its Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(config.alive.fileno())
-    worker = _Worker(task_conn.fileno(), result_conn.fileno(), config)
+    worker = _Worker(task_conn.fileno(), result_conn.fileno(), fd_conn.fileno(), config)
     try:
         if worker.initialize():
             worker.loop()

@@ -1,0 +1,140 @@
+"""Large buffers out of band, through anonymous shared memory.
+
+Pickle protocol 5 hands us every buffer of a numpy array, bytes, bytearray or
+memoryview. Those of at least :data:`THRESHOLD` bytes are copied once into a
+``memfd`` (anonymous memory with no name anywhere) whose descriptor travels beside
+the pipe, over a Unix socket (SCM_RIGHTS). The receiver maps it copy-on-write and
+unpickles straight from the mapping: no copy through the pipe, no copy on the way out.
+
+Nothing can leak: a memfd has no name in ``/dev/shm`` to forget, and the kernel frees
+its memory when the last descriptor and mapping are gone, whoever crashed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import pickle
+import socket
+import struct
+from typing import Any
+
+#: Buffers at least this large go out of band.
+THRESHOLD = 1 << 20
+# SCM_RIGHTS carries at most 253 descriptors a message; stay well below.
+MAX_BUFFERS = 64
+_COUNT = struct.Struct("<I")
+AVAILABLE = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
+
+
+class OOBPayload(bytes):
+    """Pickled bytes whose large buffers are in the memfds ``fds``."""
+
+    fds: tuple[int, ...]
+
+
+def collector(fds: list[int]) -> Any:
+    """A pickle ``buffer_callback`` that moves large buffers into memfds (into ``fds``)."""
+
+    def take(buffer: pickle.PickleBuffer) -> bool:
+        view = buffer.raw()
+        if not AVAILABLE or view.nbytes < THRESHOLD or len(fds) >= MAX_BUFFERS:
+            return True  # in band
+        fds.append(_to_memfd(view))
+        return False
+
+    return take
+
+
+def _to_memfd(view: memoryview) -> int:
+    fd = os.memfd_create("procpool", os.MFD_CLOEXEC)
+    try:
+        # write() fills the memfd in bulk; a mapping would take a page fault per page.
+        done = 0
+        while done < view.nbytes:
+            done += os.pwrite(fd, view[done:], done)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def loads(data: bytes | memoryview, fds: list[int]) -> Any:
+    """Unpickle with buffers mapped from ``fds`` (which this closes)."""
+    try:
+        buffers = [_map(fd) for fd in fds]
+    finally:
+        close_all(fds)
+    return pickle.loads(data, buffers=buffers)
+
+
+def _raise_fd_limit() -> None:
+    """Lift the soft limit on open files to the hard one (once).
+
+    Each mapping that backs a received array keeps a descriptor open (CPython's mmap
+    holds a duplicate) for as long as the array lives; the common soft limit of 1024
+    would cap how many large results a program can hold.
+    """
+    global _fd_limit_raised
+    if _fd_limit_raised:
+        return
+    _fd_limit_raised = True
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
+_fd_limit_raised = False
+
+
+def _map(fd: int) -> mmap.mmap:
+    _raise_fd_limit()
+    size = os.fstat(fd).st_size
+    # Copy-on-write: a task that changes its argument in place must not change what
+    # a retry of the same call would receive.
+    flags = mmap.MAP_PRIVATE | getattr(mmap, "MAP_POPULATE", 0)
+    return mmap.mmap(fd, size, flags=flags)
+
+
+def close_all(fds: list[int] | tuple[int, ...]) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def send(sock_fd: int, fds: list[int] | tuple[int, ...]) -> None:
+    """Send descriptors (one message) on the Unix socket ``sock_fd``."""
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        socket.send_fds(sock, [b"\0"], list(fds))
+    finally:
+        sock.detach()  # the descriptor belongs to the caller
+
+
+def receive(sock_fd: int, count: int, block: bool = True) -> list[int]:
+    """Receive the next message's descriptors (``count`` of them)."""
+    sock = socket.socket(fileno=sock_fd)
+    try:
+        flags = 0 if block else socket.MSG_DONTWAIT
+        _, fds, _, _ = socket.recv_fds(sock, 1, count, flags)
+    finally:
+        sock.detach()
+    if len(fds) != count:
+        close_all(fds)
+        raise OSError(f"expected {count} shared-memory descriptors, got {len(fds)}")
+    return list(fds)
+
+
+def pack_count(count: int, payload: bytes) -> bytes:
+    return _COUNT.pack(count) + payload
+
+
+def unpack_count(payload: bytes) -> tuple[int, memoryview]:
+    (count,) = _COUNT.unpack_from(payload)
+    return count, memoryview(payload)[_COUNT.size :]

@@ -1,0 +1,59 @@
+"""Issue 4: large buffers cross through shared memory, with nothing left behind."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import shm_funcs as sf
+
+import procpool
+from procpool import WorkerLostError
+
+MB = 1024 * 1024
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_large_arrays_travel_without_copies(start_method: str) -> None:
+    big = np.arange(4 * MB // 8, dtype=np.float64)
+    small = np.arange(1000, dtype=np.float64)
+    with procpool.Pool(2, context=start_method) as pool:
+        mapped, nbytes, total = pool.apply(sf.describe, (big,))
+        assert mapped and nbytes == big.nbytes and total == float(big.sum())
+        assert pool.apply(sf.describe, (small,))[0] is False  # small stays in the pipe
+        doubled = pool.apply(sf.double, (big,))
+        assert np.array_equal(doubled, big * 2)
+        assert doubled.flags.writeable
+        doubled[0] = 7.0  # the parent owns what it received
+        raw = bytes(range(256)) * (2 * MB // 256)
+        assert pool.apply(sf.echo, (raw,)) == raw
+        assert pool.map(sf.double, [big, small, big], chunksize=1)[2][5] == 10.0
+
+
+def test_descriptors_are_released_after_success_error_and_death(
+    start_method: str, tmp_path: Path
+) -> None:
+    big = np.ones(2 * MB // 8)
+    with procpool.Pool(1, context=start_method) as pool:
+        pool.apply(sf.echo, (big,))  # warm up: the pool's own descriptors exist now
+        baseline = open_fds()
+        for _ in range(5):
+            pool.apply(sf.double, (big,))
+        with pytest.raises(WorkerLostError):
+            pool.apply(sf.die, (big,))
+        pool.apply(sf.echo, (1,))
+        assert open_fds() == baseline
+
+
+def test_a_retry_sees_the_original_argument(tmp_path: Path) -> None:
+    """Workers map arguments copy-on-write: a dying first attempt cannot corrupt them."""
+    big = np.ones(2 * MB // 8)
+    with procpool.Pool(1, retries=1) as pool:
+        out = pool.apply(sf.scribble_then_die, (big, str(tmp_path / "m")))
+    assert (out == -1).all()
+    assert (big == 1).all()
