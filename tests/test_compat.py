@@ -608,11 +608,18 @@ def test_imap_reads_an_endless_input_lazily(pp: procpool.Pool) -> None:
             yield i
 
     bound = 1000  # read-ahead allowed beyond what was consumed, in items
-    it = pp.imap(square, numbers())
+    it = pp.imap(square, numbers(), chunksize=1)
     assert list(itertools.islice(it, 20)) == [x * x for x in range(20)]
     assert 20 <= pulled <= 20 + bound
     assert list(itertools.islice(it, 4000)) == [x * x for x in range(20, 4020)]
     assert 4020 <= pulled <= 4020 + bound
+
+    # Adaptive chunks (the default) grow to at most 4096 items, in a short window of
+    # chunks: the read-ahead stays bounded however long the input runs.
+    pulled = 0
+    adaptive = pp.imap(square, numbers())
+    assert list(itertools.islice(adaptive, 50_000)) == [x * x for x in range(50_000)]
+    assert 50_000 <= pulled <= 50_000 + 16 * 4096
 
     pulled = 0
     chunksize = 5

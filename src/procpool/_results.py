@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("procpool")
+
+_MAX_ADAPTIVE_CHUNK = 4096
 
 # Guards the pending -> done transition of every handle: the scheduler resolves,
 # user threads cancel, and exactly one of them wins.
@@ -174,6 +177,15 @@ class AsyncResult(Generic[T]):
                 log.exception("procpool: a completion hook raised")
 
 
+class _Failure:
+    """An error in an imap's stream of results, raised when its position is reached."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 def _set_future_done(future: Any) -> None:
     if not future.done():
         future.set_result(None)
@@ -245,16 +257,21 @@ class IMapIterator(Generic[T]):
     def __init__(
         self,
         engine: Engine,
-        make_task: Callable[[list[Any], int, IMapIterator[T]], Task],
+        make_task: Callable[[list[Any], int, int, IMapIterator[T]], Task],
         source: Iterator[Any],
-        chunksize: int,
+        chunksize: int | None,
         ordered: bool,
         window: int,
+        workers: int,
     ) -> None:
         self._engine = engine
         self._make_task = make_task
         self._source = source
-        self._chunksize = chunksize
+        self._fixed = chunksize
+        self._workers = workers
+        self._read = 0
+        self._started = time.perf_counter()
+        self._yielded = 0
         self._ordered = ordered
         self._window = window
         self._cond = threading.Condition(threading.Lock())
@@ -281,12 +298,17 @@ class IMapIterator(Generic[T]):
                     error, self._input_error = self._input_error, None
                     raise error
                 raise StopIteration
-            ok, value = self._wait_chunk(timeout)
-            if not ok:
-                raise value
-            self._buffer.extend(value)
-        item: T = self._buffer.popleft()
-        return item
+            for ok, value in self._wait_chunks(timeout):
+                if ok:
+                    self._buffer.extend(value)
+                else:
+                    self._buffer.append(_Failure(value))
+        item = self._buffer.popleft()
+        if type(item) is _Failure:
+            raise item.error
+        self._yielded += 1
+        result: T = item
+        return result
 
     __next__ = next
 
@@ -301,16 +323,26 @@ class IMapIterator(Generic[T]):
         for task in tasks:
             self._engine.cancel(task)
 
-    def _wait_chunk(self, timeout: float | None) -> tuple[bool, Any]:
+    def _wait_chunks(self, timeout: float | None) -> list[tuple[bool, Any]]:
+        """Wait for the next chunk; take it and every other one ready to go after it."""
         try:
             with self._cond:
                 if not self._cond.wait_for(self._has_next, timeout):
                     raise GetTimeoutError(f"no result within {timeout}s")
                 if self._cancelled:
                     raise CancelledError("the imap was cancelled")
-                index = self._taken if self._ordered else self._arrived.popleft()
-                self._taken += 1
-                return self._done.pop(index)
+                done = self._done
+                chunks = []
+                if self._ordered:
+                    while self._taken in done:
+                        chunks.append(done.pop(self._taken))
+                        self._taken += 1
+                else:
+                    arrived = self._arrived
+                    while arrived:
+                        chunks.append(done.pop(arrived.popleft()))
+                    self._taken += len(chunks)
+                return chunks
         except KeyboardInterrupt:
             self.cancel()
             raise
@@ -326,12 +358,20 @@ class IMapIterator(Generic[T]):
         """Submit chunks until ``window`` of them are in flight or the input ends."""
         if self._exhausted:
             return
+        # Top up in batches, once half the window has drained: one submit (and one
+        # wake-up of the scheduler) per batch rather than per result.
+        window = self._window
+        if self._fixed is None and self._next_size() > 4:
+            window = 4 * self._workers + 4  # chunks of ~5 ms: a shorter window will do
+        if self._submitted - self._taken > window // 2:
+            return
         tasks: list[Task] = []
-        while self._submitted + len(tasks) - self._taken < self._window:
+        while self._submitted + len(tasks) - self._taken < window:
             chunk = self._read_chunk()
             if not chunk:
                 break
-            tasks.append(self._make_task(chunk, self._submitted + len(tasks), self))
+            index = self._submitted + len(tasks)
+            tasks.append(self._make_task(chunk, index, self._read - len(chunk), self))
         if not tasks:
             return
         with self._cond:
@@ -343,14 +383,25 @@ class IMapIterator(Generic[T]):
     def _read_chunk(self) -> list[Any]:
         chunk = []
         try:
-            for _ in range(self._chunksize):
+            for _ in range(self._next_size()):
                 chunk.append(next(self._source))
+                self._read += 1
         except StopIteration:
             self._exhausted = True
         except Exception as exc:
             self._exhausted = True
             self._input_error = exc
         return chunk
+
+    def _next_size(self) -> int:
+        """Fixed, or sized from the rate so far: about 5 ms of work per chunk."""
+        if self._fixed is not None:
+            return self._fixed
+        elapsed = time.perf_counter() - self._started
+        if not self._yielded or elapsed <= 0:
+            return 1
+        per_item = elapsed * self._workers / self._yielded
+        return max(1, min(_MAX_ADAPTIVE_CHUNK, int(0.005 / per_item)))
 
     def _resolve(self, index: int, ok: bool, value: Any) -> None:
         with self._cond:
