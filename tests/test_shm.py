@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import shm_funcs as sf
 
 import procpool
+import shm_funcs as sf
 from procpool import WorkerLostError
 
 MB = 1024 * 1024
