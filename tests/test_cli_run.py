@@ -36,7 +36,6 @@ TIMEOUT = 60.0
 def cli_env(**extra: object) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(TESTS), env.get("PYTHONPATH")) if p)
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # tests rewrite modules within the same second
     env.update({key: str(value) for key, value in extra.items()})
     return env
 
@@ -173,7 +172,10 @@ def test_run_a_file_then_resume_does_nothing(tmp_path: Path) -> None:
     assert "4 done, 0 failed" in first.stderr
     rows = stored(tmp_path / "procpool-run.sqlite")
     assert {line: json.loads(r["result"]) for line, r in rows.items()} == {
-        1: "ALPHA", 2: "BETA", 3: "", 4: "GAMMA"
+        1: "ALPHA",
+        2: "BETA",
+        3: "",
+        4: "GAMMA",
     }
     row = rows[1]
     assert (row["input"], row["input_sha256"], row["status"]) == ("alpha", sha("alpha"), "done")
@@ -210,7 +212,10 @@ def test_json_lines_are_arguments_and_bad_lines_fail_alone(tmp_path: Path) -> No
     assert result.returncode == 1, result.stderr
     rows = stored(tmp_path / "j.sqlite")
     assert {line: r["result"] for line, r in rows.items() if r["status"] == "done"} == {
-        1: "3", 2: "7", 3: "5", 5: "6"
+        1: "3",
+        2: "7",
+        3: "5",
+        5: "6",
     }
     bad = rows[4]
     assert (bad["status"], bad["error_type"], bad["attempts"]) == ("failed", "JSONDecodeError", 0)
@@ -231,7 +236,9 @@ def test_exceptions_are_stored_and_rerun_only_with_retry_failed(tmp_path: Path) 
     assert "3 done, 3 failed" in first.stderr and "3 ValueError" in first.stderr
     row = stored(tmp_path / "o.sqlite")[3]
     assert (row["status"], row["error_type"], row["error_message"]) == (
-        "failed", "ValueError", "3 is odd"
+        "failed",
+        "ValueError",
+        "3 is odd",
     )
     assert "in odd_fails" in row["traceback"] and "ValueError: 3 is odd" in row["traceback"]
     second = cli(*args, cwd=tmp_path)
@@ -255,12 +262,15 @@ def test_results_in_every_format_and_status(tmp_path: Path) -> None:
     jsonl = cli("results", "--format", "jsonl", cwd=tmp_path)
     records = [json.loads(line) for line in jsonl.stdout.splitlines()]
     assert [(r["line"], r["status"], r["result"]) for r in records] == [
-        (1, "failed", None), (2, "done", 2), (3, "failed", None)
+        (1, "failed", None),
+        (2, "done", 2),
+        (3, "failed", None),
     ]
     failed_csv = cli("results", "--format", "csv", "--failed", cwd=tmp_path)
     table_rows = list(csv.DictReader(io.StringIO(failed_csv.stdout)))
     assert [(r["line"], r["error_message"]) for r in table_rows] == [
-        ("1", "1 is odd"), ("3", "3 is odd")
+        ("1", "1 is odd"),
+        ("3", "3 is odd"),
     ]
     status = cli("status", cwd=tmp_path)
     assert status.returncode == 0
@@ -285,7 +295,9 @@ def test_a_task_that_kills_its_worker_fails_alone_after_retries(tmp_path: Path) 
     assert sorted(rows) == list(range(1, 41))
     dead = rows[22]
     assert (dead["status"], dead["error_type"], dead["attempts"]) == (
-        "failed", "procpool.WorkerLostError", 3
+        "failed",
+        "procpool.WorkerLostError",
+        3,
     )
     assert "killed by SIGKILL" in dead["error_message"] and "line 22" in dead["error_message"]
     others = [r for line, r in rows.items() if line != 22]
@@ -323,6 +335,21 @@ def test_a_task_over_its_time_limit_fails_alone(tmp_path: Path) -> None:
     assert rows[2]["error_type"] == "procpool.TaskTimeoutError"
     assert "line 2 exceeded its time limit of 0.3s" in rows[2]["error_message"]
     assert [rows[i]["status"] for i in (1, 3, 4)] == ["done"] * 3
+
+
+def test_every_start_method(tmp_path: Path, start_method: str) -> None:
+    target = f"{TESTS / 'cli_funcs.py'}:kill_on"  # a file target: workers import it by path
+    result = cli(
+        "run", target, "-", "--start-method", start_method, "--db", "s.sqlite",
+        cwd=tmp_path, stdin="a\ndie\nb\n",
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    rows = stored(tmp_path / "s.sqlite")
+    assert [(r["status"], r["error_type"]) for r in rows.values()] == [
+        ("done", None),
+        ("failed", "procpool.WorkerLostError"),
+        ("done", None),
+    ]
 
 
 # -- interruptions
@@ -434,22 +461,28 @@ def test_changed_function_and_input_are_reported(tmp_path: Path) -> None:
     assert cli(*args, cwd=tmp_path).returncode == 0
     module.write_text("def f(line):\n    return line + '??'\n")
     data.write_text("a\nB\nc\nd\n")
-    second = cli(*args, cwd=tmp_path)
+    second = cli(*args, cwd=tmp_path, env=cli_env(PYTHONDONTWRITEBYTECODE=1))
     assert second.returncode == 0, second.stderr
     assert f"note: {module}:f changed since run 1 (its source differs)" in second.stderr
     assert f"note: {data} changed since run 1: lines whose content changed" in second.stderr
     rows = stored(tmp_path / "c.sqlite")
     assert {line: (r["result"], r["run_id"]) for line, r in rows.items()} == {
-        1: ('"a!"', 1), 2: ('"B??"', 2), 3: ('"c!"', 1), 4: ('"d??"', 2)
+        1: ('"a!"', 1),
+        2: ('"B??"', 2),
+        3: ('"c!"', 1),
+        4: ('"d??"', 2),
     }
     other = cli("run", "cli_funcs:upper", "in.txt", "--db", "c.sqlite", cwd=tmp_path)
     assert other.returncode == 2
     assert f"c.sqlite holds results of {module}:f, not cli_funcs:upper" in other.stderr
-    fresh = cli(*args, "--fresh", cwd=tmp_path)
+    fresh = cli(*args, "--fresh", cwd=tmp_path, env=cli_env(PYTHONDONTWRITEBYTECODE=1))
     assert fresh.returncode == 0, fresh.stderr
     rows = stored(tmp_path / "c.sqlite")
     assert [(r["result"], r["run_id"]) for r in rows.values()] == [
-        ('"a??"', 3), ('"B??"', 3), ('"c??"', 3), ('"d??"', 3)
+        ('"a??"', 3),
+        ('"B??"', 3),
+        ('"c??"', 3),
+        ('"d??"', 3),
     ]
 
 

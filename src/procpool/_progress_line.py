@@ -20,7 +20,9 @@ _SLOWEST = 3
 
 
 def duration(seconds: float) -> str:
-    """``4.2 ms``, ``420 ms``, ``4.20 s``, ``12.3 s``, ``4m05s``, ``2h03m``."""
+    """``<0.1 ms``, ``4.2 ms``, ``420 ms``, ``4.20 s``, ``12.3 s``, ``4m05s``, ``2h03m``."""
+    if seconds < 0.0001:
+        return "<0.1 ms"
     if seconds < 0.01:
         return f"{seconds * 1000:.1f} ms"
     if seconds < 1:

@@ -219,6 +219,8 @@ class Runner:
         elif isinstance(event, InputEnd):
             self._input_done = True
             self.input_error = event.error
+            if event.error is None and self.tally.total is None:  # stdin: now it is known
+                self.tally.total = self._lines_read
 
     def _accept(self, items: list[Item]) -> None:
         """Queue new inputs, skipping those already stored under the same key."""

@@ -30,7 +30,9 @@ class Inbox:
     """Events for the main thread, with one wait: a pipe the posters write a byte to.
 
     Signals are delivered there too (``signal.set_wakeup_fd``); their Python handler
-    only records the signal number, so they never interrupt the loop half-way.
+    only records the signal number, so they never interrupt the loop half-way. The pipe
+    is never closed: a reader thread still blocked on stdin may post late, and must not
+    write into a descriptor number that was reused.
     """
 
     def __init__(self) -> None:
@@ -85,7 +87,3 @@ class Inbox:
             for signum, previous in old.items():
                 signal.signal(signum, previous)
             signal.set_wakeup_fd(old_fd)
-
-    def close(self) -> None:
-        os.close(self._r)
-        os.close(self._w)
