@@ -103,3 +103,10 @@ def use_inherited(_: object = None) -> bool:
     with lock:
         event.set()
     return True
+
+
+def fail_at_3000(x: int) -> int:
+    """``x``, except for 3000, which raises ValueError (an error deep into a long imap)."""
+    if x == 3000:
+        raise ValueError("3000 is not allowed")
+    return x
