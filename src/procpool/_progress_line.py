@@ -55,11 +55,17 @@ class Tally:
     error_types: Counter[str] = field(default_factory=Counter)
     slowest: list[tuple[float, int, str]] = field(default_factory=list)
 
+    #: Only a call slower than this can enter ``slowest`` (a cheap test per call).
+    slow_floor: float = -1.0
+
     def note_duration(self, seconds: float, line: int, text: str) -> None:
+        entry = (seconds, line, shorten(text, 40))
         if len(self.slowest) < _SLOWEST:
-            heapq.heappush(self.slowest, (seconds, line, shorten(text, 40)))
+            heapq.heappush(self.slowest, entry)
         elif seconds > self.slowest[0][0]:
-            heapq.heapreplace(self.slowest, (seconds, line, shorten(text, 40)))
+            heapq.heapreplace(self.slowest, entry)
+        if len(self.slowest) == _SLOWEST:
+            self.slow_floor = self.slowest[0][0]
 
     def finished(self) -> int:
         """Inputs accounted for: run now or found stored."""

@@ -41,8 +41,16 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from ._errors import CancelledError, RemoteTraceback, TaskTimeoutError, WorkerLostError
-from ._pool import Pool
+# The library only through its public API, as any user would use it.
+from procpool import (
+    CancelledError,
+    Pool,
+    PoolBrokenError,
+    RemoteTraceback,
+    TaskTimeoutError,
+    WorkerLostError,
+)
+
 from ._progress_line import Progress, Tally, summary
 from ._rundb import DEFAULT_DB, Counts, RunDB
 from ._runinbox import Inbox, Interrupted
@@ -123,7 +131,7 @@ class Runner:
         self.tally = Tally()
         self.started = time.monotonic()
         self.progress = Progress(err, "off", self.started)
-        self.input_error: str | None = None
+        self.stop_reason: str | None = None
         self._inbox = Inbox()
         self._reader = Reader(source, self._inbox.post)
         self._chunker = Chunker(options.chunksize, options.jobs)
@@ -137,7 +145,9 @@ class Runner:
         self._check_stored = True
 
     def execute(self, check_stored: bool) -> str:
-        """Run to the end; returns how it ended: ``finished`` or ``interrupted``.
+        """Run to the end; returns how it ended: ``finished``, ``interrupted`` or
+        ``stopped`` (the input could not be read to its end, or the pool broke:
+        ``stop_reason`` says why).
 
         Raises DbError when the database cannot be written (after stopping the pool).
         """
@@ -152,12 +162,16 @@ class Runner:
         except Interrupted:
             self._stop(pool)
             return "interrupted"
+        except PoolBrokenError as exc:  # e.g. workers that die before they are ready
+            self._stop(pool)
+            self.stop_reason = f"the worker pool broke: {exc}"
+            return "stopped"
         except BaseException:
             self._stop(pool)
             raise
         finally:
             self._reader.stop()
-        return "finished"
+        return "stopped" if self.stop_reason is not None else "finished"
 
     def interrupt_status(self) -> int:
         return 128 + (self._inbox.signal or signal.SIGINT)
@@ -218,7 +232,8 @@ class Runner:
             self.tally.total = event.count
         elif isinstance(event, InputEnd):
             self._input_done = True
-            self.input_error = event.error
+            if event.error is not None:
+                self.stop_reason = event.error
             if event.error is None and self.tally.total is None:  # stdin: now it is known
                 self.tally.total = self._lines_read
 
@@ -285,6 +300,8 @@ class Runner:
             self._record(event.items, exc)
         elif isinstance(exc, CancelledError):
             pass
+        elif isinstance(exc, PoolBrokenError):
+            raise exc  # not the inputs' fault: stop, and leave them to the next run
         elif isinstance(exc, (WorkerLostError, TaskTimeoutError)):
             self._on_lost(event.items, exc)
         else:
@@ -316,24 +333,28 @@ class Runner:
     # -- rows
 
     def _record(self, items: list[Item], outcome: ChunkOutcome) -> None:
+        """A chunk came back: one row per input (done, or failed with its exception)."""
         pid, run_id, tally = outcome.pid, self.db.run_id, self.tally
+        rows: list[tuple[Any, ...]] = []
         for i, item in enumerate(items):
             item.attempts += 1
             start, took, fmt = outcome.started[i], outcome.durations[i], outcome.formats[i]
             attempts = item.prior_attempts + item.attempts
-            row: tuple[Any, ...]
             if fmt == ERROR:
                 e = outcome.errors[i]
-                row = (item.line, item.sha, item.text, "failed", None, None, e.type_name,
-                       e.message, e.traceback, attempts, pid, start, start + took, took, run_id)
-                tally.failed += 1
+                rows.append((item.line, item.sha, item.text, "failed", None, None, e.type_name,
+                             e.message, e.traceback, attempts, pid, start, start + took, took,
+                             run_id))  # fmt: skip
                 tally.error_types[e.type_name] += 1
             else:
-                row = (item.line, item.sha, item.text, "done", outcome.values[i], fmt, None,
-                       None, None, attempts, pid, start, start + took, took, run_id)
-                tally.done += 1
-            tally.note_duration(took, item.line, item.text)
-            self.db.add(row)
+                rows.append((item.line, item.sha, item.text, "done", outcome.values[i], fmt,
+                             None, None, None, attempts, pid, start, start + took, took,
+                             run_id))  # fmt: skip
+            if took > tally.slow_floor:
+                tally.note_duration(took, item.line, item.text)
+        tally.failed += len(outcome.errors)
+        tally.done += len(items) - len(outcome.errors)
+        self.db.add_many(rows)
 
     def _store_failure(self, item: Item, error: CallError, pid: int | None) -> None:
         now = time.time()
@@ -350,11 +371,10 @@ class Runner:
     def finish(self, how: str) -> list[str]:
         """Commit the last rows and the run's state; the summary lines to print.
 
-        ``how`` is the state: ``finished``, ``interrupted``, or ``stopped`` (the input
-        could not be read to its end: ``input_error`` says why).
+        ``how`` is the state: ``finished``, ``interrupted`` or ``stopped``.
         """
         self.progress.clear()
-        self.db.commit(self.counts(), how, self.input_error)
+        self.db.commit(self.counts(), how, self.stop_reason)
         wall = time.monotonic() - self.started
         db_option = "" if self.db.path == DEFAULT_DB else f" --db {shlex.quote(self.db.path)}"
         lines = summary(self.tally, wall, self.opts.jobs, db_option, how)

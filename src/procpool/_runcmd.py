@@ -14,8 +14,9 @@ import sqlite3
 import sys
 from typing import Any
 
+from procpool import cpu_count
+
 from ._cli import CommandError
-from ._pool import cpu_count
 from ._run import Runner, RunOptions, progress_mode
 from ._rundb import DEFAULT_DB, Claim, DbError, RunDB, RunInfo
 from ._runinput import InputError, Source
@@ -233,17 +234,13 @@ def _changes(previous: sqlite3.Row, info: RunInfo) -> list[str]:
 
 
 def _report_end(runner: Runner, how: str) -> int:
-    message = runner.input_error
-    if how == "finished" and message is not None:
-        how = "stopped"
-    lines = runner.finish(how)
-    for line in lines:
+    for line in runner.finish(how):
         print(line, file=sys.stderr)
     if how == "interrupted":
         _say("interrupted; run the same command again to resume")
         return runner.interrupt_status()
-    if message is not None:
-        raise CommandError(f"{message}; results so far are stored, fix it and rerun to resume")
+    if runner.stop_reason is not None:
+        raise CommandError(f"{runner.stop_reason}; what finished is stored: run again to resume")
     tally = runner.tally
     return 1 if tally.failed or tally.skipped_failed else 0
 

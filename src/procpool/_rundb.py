@@ -309,6 +309,9 @@ class RunDB:
         """Queue a results row; it is written at the next commit."""
         self._pending.append(row)
 
+    def add_many(self, rows: list[tuple[Any, ...]]) -> None:
+        self._pending.extend(rows)
+
     def commit_deadline(self) -> float | None:
         """When the rows waiting must be committed (monotonic time), None if none wait."""
         if not self._pending:
