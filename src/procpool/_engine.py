@@ -71,6 +71,7 @@ KILL_GRACE = 0.3
 MAX_START_FAILURES = 3
 _TARGET_QUEUED = 0.002
 _MAX_PREFETCH = 64
+_STEAL_MIN = 0.005
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -180,6 +181,8 @@ class Engine:
         # write to a closed end fails quietly), never a reused descriptor number.
         weakref.finalize(self, close_parent_fd, self._wake_w)
         self._wake_pending = False
+        self._feeders = 0
+        self._feeder_threads: list[threading.Thread] = []
         self._next_tid = 1
         self._pending: deque[Task] = deque()
         self._slots: dict[int, Slot] = {}
@@ -200,16 +203,40 @@ class Engine:
 
     # ----------------------------------------------------------------- user side
 
-    def submit(self, tasks: list[Task]) -> None:
-        """Hand tasks to the scheduler (any thread)."""
+    def submit(self, tasks: list[Task], *, feeder: bool = False) -> None:
+        """Hand tasks to the scheduler (any thread).
+
+        A ``feeder`` (an imap reading its input, see add_feeder) may go on submitting
+        after close(), as the stdlib's task thread does.
+        """
         with self._submit_lock:
-            if self.state is not State.RUNNING:
+            if self.state is not State.RUNNING and not (
+                feeder and self.state is State.CLOSING and self._feeders
+            ):
                 raise self._not_running_error()
             for task in tasks:
                 task.tid = self._next_tid
                 self._next_tid += 1
             self._inbox.extend(tasks)
         self._wake()
+
+    def start_feeder(self, feed: Callable[[], None]) -> None:
+        """Run ``feed`` (which submits with ``feeder=True``) in a thread; the pool
+        winds down after close() only once every feeder has returned."""
+        with self._submit_lock:
+            self._feeders += 1
+        thread = threading.Thread(target=self._run_feeder, args=(feed,), daemon=True,
+                                  name="procpool-imap-feeder")
+        self._feeder_threads.append(thread)
+        thread.start()
+
+    def _run_feeder(self, feed: Callable[[], None]) -> None:
+        try:
+            feed()
+        finally:
+            with self._submit_lock:
+                self._feeders -= 1
+            self._wake()
 
     def cancel(self, task: Task) -> None:
         """Stop a task whose sink was already resolved as cancelled (any thread)."""
@@ -236,6 +263,8 @@ class Engine:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
+        for thread in self._feeder_threads:
+            thread.join(timeout)
         self.callbacks.stop()
         return True
 
@@ -299,6 +328,7 @@ class Engine:
         # reuse a closed descriptor's number, and a stale event must not reach it.
         self._replenish()
         self._dispatch()
+        self._steal()
         return not self._wound_down()
 
     def _watch(self, fd: int, handler: Callable[[Any], None], slot: Slot | None) -> None:
@@ -392,7 +422,12 @@ class Engine:
             task = self._take(slot, tid)
             self._finish_oob(slot, task, payload)
         elif kind == Kind.CANCELLED:
-            self._take(slot, tid)
+            task = self._take(slot, tid)
+            if task is not None and not task.cancelled:
+                task.attempts -= 1  # stolen before it started: it never ran
+                self._pending.appendleft(task)
+            if len(slot.outstanding) <= 1:
+                slot.stealing = False
         elif kind == Kind.READY:
             slot.ready = True
             self._start_failures = 0
@@ -412,6 +447,7 @@ class Engine:
             task = outstanding.popleft()
             self._note_service_time(now - slot.head_started)
             slot.head_started = now
+            slot.stealing = False
         else:
             found = [t for t in outstanding if t.tid == tid]
             if not found:
@@ -557,7 +593,7 @@ class Engine:
                     self._stop_slot(slot, now)
 
     def _poll_timeout(self) -> int | None:
-        nearest: float | None = None
+        nearest = self._next_steal()
         for slot in self._slots.values():
             if slot.kill_at is not None:
                 when: float | None = slot.kill_at
@@ -607,7 +643,9 @@ class Engine:
             for slot in self._slots.values():
                 slot.doom(now, KILL_GRACE)
         elif self.state is State.CLOSING:
-            if self._pending or self._inbox or any(s.outstanding for s in self._slots.values()):
+            if self._pending or self._inbox or self._feeders:
+                return False
+            if any(s.outstanding for s in self._slots.values()):
                 return False
             for slot in self._slots.values():
                 if not slot.stop_sent and not slot.doomed:
@@ -654,6 +692,46 @@ class Engine:
                 touched.add(slot)
         for slot in touched:
             self._flush(slot)
+
+    # -- work stealing
+
+    def _steal_after(self) -> float:
+        """How long a head may run before the calls queued behind it are taken back."""
+        return max(_STEAL_MIN, 4 * (self._service_time or 0.0))
+
+    def _victims(self) -> list[Slot]:
+        """Slots holding queued calls behind a running one while another worker idles."""
+        if self._pending or self.state not in (State.RUNNING, State.CLOSING):
+            return []
+        slots = self._slots.values()
+        if not any(s.usable() and not s.outstanding for s in slots):
+            return []
+        return [s for s in slots if len(s.outstanding) > 1 and not (s.stealing or s.doomed)]
+
+    def _next_steal(self) -> float | None:
+        victims = self._victims()
+        if not victims:
+            return None
+        return min(s.head_started for s in victims) + self._steal_after()
+
+    def _steal(self) -> None:
+        """Take back the calls queued behind a long-running one, for an idle worker.
+
+        A worker reads its calls ahead, so a long task can hold short ones hostage
+        while another worker has nothing to do. We send CANCEL for them and SIGUSR1:
+        the worker's handler reads the pipe in the middle of the long call and answers
+        CANCELLED for each call it had not started; those go back to the pending queue.
+        """
+        now = time.monotonic()
+        after = self._steal_after()
+        for slot in self._victims():
+            if now - slot.head_started < after:
+                continue
+            for task in list(slot.outstanding)[1:]:
+                slot.queue(Kind.CANCEL, task.tid)
+            slot.stealing = True
+            self._flush(slot)
+            slot.signal(signal.SIGUSR1)
 
     def _assign(self, slot: Slot, task: Task, now: float) -> None:
         if not slot.outstanding:

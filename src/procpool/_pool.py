@@ -101,6 +101,7 @@ class Pool:
             max_memory_per_child,
         )
         self._finalizer = weakref.finalize(self, _shutdown, self._engine)
+        self._imaps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         return f"<procpool.Pool state={self._engine.state.value} processes={self._processes}>"
@@ -239,7 +240,7 @@ class Pool:
         self,
         func: Callable[[Any], T],
         iterable: Iterable[Any],
-        chunksize: int | None = None,
+        chunksize: int | None = 1,
         *,
         progress: ProgressOption = False,
         task_timeout: float | None = None,
@@ -247,9 +248,9 @@ class Pool:
     ) -> Iterator[T]:
         """Lazy ``map``: results in input order, input read a bounded window ahead.
 
-        With no ``chunksize`` the chunk size adapts to the measured rate (about 5 ms
-        of work a chunk); pass ``chunksize=1`` for one task (one timeout, one crash
-        domain) per item, as the stdlib's default does.
+        ``chunksize=1`` (the stdlib's default) makes each item its own task: its own
+        time limit and crash domain. ``chunksize=None`` lets the chunk size adapt to
+        the measured rate (about 5 ms of work a chunk): far faster for small items.
         """
         it = self._imap(func, iterable, chunksize, True, task_timeout, retries)
         return progress_bar(it, progress, _length_hint(iterable))
@@ -258,7 +259,7 @@ class Pool:
         self,
         func: Callable[[Any], T],
         iterable: Iterable[Any],
-        chunksize: int | None = None,
+        chunksize: int | None = 1,
         *,
         progress: ProgressOption = False,
         task_timeout: float | None = None,
@@ -271,7 +272,14 @@ class Pool:
     # -- lifecycle
 
     def close(self) -> None:
-        """Accept no more tasks; workers exit once the queued ones are done."""
+        """Accept no more tasks; workers exit once the queued ones are done.
+
+        An ``imap`` already started reads the rest of its input (as the stdlib's does),
+        so its results can still be consumed.
+        """
+        if self._engine.state is State.RUNNING:
+            for it in list(self._imaps):  # before closing: a feeder keeps the pool open
+                it.feed_rest()
         self._engine.close()
 
     def terminate(self) -> None:
@@ -371,9 +379,11 @@ class Pool:
             return Task(payload, sink, index, label, options)
 
         window = max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER)
-        return IMapIterator(
+        it: IMapIterator[T] = IMapIterator(
             self._engine, make_task, iter(iterable), size, ordered, window, self._processes
         )
+        self._imaps.add(it)
+        return it
 
 
 def _shutdown(engine: Engine) -> None:

@@ -282,6 +282,8 @@ class IMapIterator(Generic[T]):
         self._submitted = 0
         self._taken = 0
         self._exhausted = False
+        self._feeding = False
+        self._feed_lock = threading.Lock()
         self._cancelled = False
         self._input_error: BaseException | None = None
         self._top_up()
@@ -356,7 +358,7 @@ class IMapIterator(Generic[T]):
 
     def _top_up(self) -> None:
         """Submit chunks until ``window`` of them are in flight or the input ends."""
-        if self._exhausted:
+        if self._exhausted or self._feeding:
             return
         # Top up in batches, once half the window has drained: one submit (and one
         # wake-up of the scheduler) per batch rather than per result.
@@ -365,8 +367,13 @@ class IMapIterator(Generic[T]):
             window = 4 * self._workers + 4  # chunks of ~5 ms: a shorter window will do
         if self._submitted - self._taken > window // 2:
             return
+        with self._feed_lock:
+            if not self._feeding:
+                self._submit_chunks(window - (self._submitted - self._taken), feeder=False)
+
+    def _submit_chunks(self, count: int, feeder: bool) -> None:
         tasks: list[Task] = []
-        while self._submitted + len(tasks) - self._taken < window:
+        while len(tasks) < count:
             chunk = self._read_chunk()
             if not chunk:
                 break
@@ -377,8 +384,26 @@ class IMapIterator(Generic[T]):
         with self._cond:
             for task in tasks:
                 self._inflight[task.index] = task
-        self._engine.submit(tasks)
+        self._engine.submit(tasks, feeder=feeder)
         self._submitted += len(tasks)
+
+    def feed_rest(self) -> None:
+        """The pool was closed: read the rest of the input in a thread, as the stdlib's
+        task thread does, so the results can still be consumed after ``close()``."""
+        with self._feed_lock:
+            if self._exhausted or self._feeding:
+                return
+            self._feeding = True
+        self._engine.start_feeder(self._feed_loop)
+
+    def _feed_loop(self) -> None:
+        while not self._exhausted:
+            with self._feed_lock:
+                try:
+                    self._submit_chunks(self._window, feeder=True)
+                except BaseException as exc:  # terminated meanwhile: stop reading
+                    self._exhausted = True
+                    self._input_error = exc
 
     def _read_chunk(self) -> list[Any]:
         chunk = []

@@ -147,6 +147,7 @@ class Slot:
         self.retiring = False
         self.stop_sent = False
         self.doomed = False
+        self.stealing = False
         self.kill_at: float | None = None
         self.init_error: str | None = None
 

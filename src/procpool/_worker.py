@@ -88,6 +88,7 @@ class _Worker:
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
         self.stopping = False
+        self.in_call = False
         self.done = 0
 
     def send(self, kind: int, tid: int, payload: bytes = b"") -> None:
@@ -103,6 +104,16 @@ class _Worker:
                 return False
         self.send(Kind.READY, 0)
         return True
+
+    def on_steal(self, signum: int, frame: object) -> None:
+        """SIGUSR1: the parent wants back calls queued here (see Engine._steal).
+
+        Only acts in the middle of a user call, when the main loop is not itself
+        reading the pipe or writing an answer.
+        """
+        if self.in_call:
+            while self.poller.poll(0) and self.receive(block=False):
+                pass
 
     def receive(self, block: bool) -> bool:
         """Take in frames from the parent. False when the parent has gone."""
@@ -142,7 +153,11 @@ class _Worker:
             self.send(Kind.ERROR, tid, _serialize.error_report(err))
             return
         try:
-            value = call(fn, mode, data, kwargs)
+            self.in_call = True
+            try:
+                value = call(fn, mode, data, kwargs)
+            finally:
+                self.in_call = False
         except BaseException as exc:
             self.send(Kind.ERROR, tid, _serialize.error_report(exc))
             return
@@ -191,6 +206,7 @@ def main(task_conn: Any, result_conn: Any, fd_conn: Any, config: WorkerConfig) -
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(config.alive.fileno())
     worker = _Worker(task_conn.fileno(), result_conn.fileno(), fd_conn.fileno(), config)
+    signal.signal(signal.SIGUSR1, worker.on_steal)
     try:
         if worker.initialize():
             worker.loop()
