@@ -150,7 +150,7 @@ def summary(tally: Tally, wall: float, jobs: int, db_option: str, how: str) -> l
             f"  from earlier runs: {tally.skipped_done:,} done, {tally.skipped_failed:,} failed"
             + (" (rerun failed ones with --retry-failed)" if tally.skipped_failed else "")
         )
-    if tally.slowest:
+    if tally.slowest and max(tally.slowest)[0] >= 0.001:  # below 1 ms it is noise
         slow = sorted(tally.slowest, reverse=True)
         items = ", ".join(f"line {line} {duration(s)} {shorten(t, 30)!r}" for s, line, t in slow)
         lines.append(f"  slowest: {items}")

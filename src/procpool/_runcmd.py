@@ -39,10 +39,11 @@ results:
 resume:
   An input's key is its line number and the sha256 of its text. Running the same command
   again skips inputs stored as done (and as failed, unless --retry-failed) and runs the
-  rest, so after Ctrl-C, a crash, kill -9 or a reboot nothing finished is done twice. An
-  input whose line changed is rerun and its row replaced. If the function's source or
-  the input file changed since the last run, that is reported and the run goes on; a
-  database holding another function's results is refused. --fresh starts over.
+  rest: after Ctrl-C everything that finished is stored; after a crash, kill -9 or a
+  reboot at most the last 0.2 s of results are lost, and are rerun. A line whose text
+  changed is rerun and its row replaced. A change since the last run to the function's
+  source (not to helpers it calls) or to the input file is reported, and the run goes
+  on; a database holding another function's results is refused. --fresh starts over.
 
 failures:
   An exception is stored as failed with its type, message and traceback (and rerun only
@@ -143,6 +144,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             runner.progress.clear()
         return _report_end(runner, how)
     except DbError as exc:
+        if db.run_id:
+            db.mark_stopped(str(exc))
         raise CommandError(str(exc)) from None
     finally:
         db.close()

@@ -340,6 +340,14 @@ class RunDB:
         self._pending.clear()
         self._last_commit = time.monotonic()
 
+    def mark_stopped(self, message: str) -> None:
+        """Best effort, after a failed commit: record why this run stopped."""
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.execute(
+                "UPDATE runs SET state = 'stopped', message = ?, ended_at = ? WHERE id = ?",
+                (message, time.time(), self.run_id),
+            )
+
     # -- reading
 
     def latest_run(self) -> sqlite3.Row | None:
