@@ -69,6 +69,8 @@ log = logging.getLogger("procpool")
 
 KILL_GRACE = 0.3
 MAX_START_FAILURES = 3
+MAX_START_KILLS = 20
+_EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
 _TARGET_QUEUED = 0.002
 _MAX_PREFETCH = 64
 _STEAL_MIN = 0.005
@@ -190,6 +192,7 @@ class Engine:
         self._poll = select.poll()
         self._service_time: float | None = None
         self._start_failures = 0
+        self._start_kills = 0
         self._terminated = False
         self._last_init_error: str | None = None
         # Start the first workers from the caller's thread, before the scheduler thread
@@ -430,7 +433,7 @@ class Engine:
                 slot.stealing = False
         elif kind == Kind.READY:
             slot.ready = True
-            self._start_failures = 0
+            self._start_failures = self._start_kills = 0
         elif kind == Kind.RETIRE:
             slot.retiring = True
         elif kind == Kind.INIT_FAILED:
@@ -476,10 +479,21 @@ class Engine:
             self._on_start_failure(slot, exitcode)
 
     def _on_start_failure(self, slot: Slot, exitcode: int | None) -> None:
+        """Count a worker that died before READY; enough in a row break the pool.
+
+        A worker killed from outside while it starts (SIGKILL, SIGTERM: the OOM killer,
+        an operator) says nothing about the pool, so those count against a looser
+        limit than a failing initializer, an exit or a crash.
+        """
         self._start_failures += 1
         if slot.init_error:
             self._last_init_error = slot.init_error
-        if self._start_failures < MAX_START_FAILURES:
+        external = slot.init_error is None and exitcode in _EXTERNAL_KILLS
+        self._start_kills = self._start_kills + 1 if external else 0
+        limit = MAX_START_KILLS if self._start_kills == self._start_failures else (
+            MAX_START_FAILURES
+        )
+        if self._start_failures < limit:
             return
         why = self._last_init_error or f"the worker exited with code {exitcode} before it was ready"
         self._break(
