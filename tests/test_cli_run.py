@@ -634,3 +634,115 @@ def test_console_script(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 0
     assert "resume:" in result.stdout and "exit status:" in result.stdout
+
+
+# -- the pieces, without processes
+
+
+def test_parse_target() -> None:
+    from procpool._runtarget import TargetError, TargetSpec, parse_target
+
+    assert parse_target("pkg.mod:Class.method", "/cwd") == TargetSpec(
+        "pkg.mod", "", "Class.method", "/cwd"
+    )
+    assert parse_target("sub/tool.py:run", "/cwd") == TargetSpec(
+        "", "/cwd/sub/tool.py", "run", "/cwd/sub"
+    )
+    for bad in ("nocolon", "mod:", ":f", "mod:not-a-name", "not a module:f"):
+        with pytest.raises(TargetError):
+            parse_target(bad, "/cwd")
+
+
+def test_encode_result() -> None:
+    from procpool._runtarget import encode_result
+
+    class BadRepr:
+        def __repr__(self) -> str:
+            raise RuntimeError("no")
+
+    assert encode_result({"a": [1, "é"]}) == ('{"a":[1,"é"]}', "json")
+    assert encode_result(None) == ("null", "json")
+    assert encode_result({1, 2}) == ("{1, 2}", "repr")
+    assert encode_result(float("nan")) == ("nan", "repr")
+    text, fmt = encode_result(BadRepr())
+    assert fmt == "repr" and "repr() failed: no" in text
+
+
+def test_lines_are_keyed_and_batched_from_a_stream() -> None:
+    from procpool._runinput import Source, as_call
+
+    r, w = os.pipe()
+    os.write(w, b'one\r\n[1, 2]\n{"k": 3}\n\nlast-without-newline')
+    os.close(w)
+    items = [item for batch in Source("-", r, None, True).batches() for item in batch]
+    os.close(r)
+    assert [(i.line, i.text) for i in items] == [
+        (1, "one"), (2, "[1, 2]"), (3, '{"k": 3}'), (4, ""), (5, "last-without-newline")
+    ]
+    assert items[0].sha == sha("one") and items[0].error is not None  # not JSON
+    assert items[1].call == ((1, 2), {}) and items[2].call == ((), {"k": 3})
+    assert as_call("x") == (("x",), {})
+
+
+def test_chunk_sizes_grow_to_about_50ms_of_work() -> None:
+    from procpool._run import Chunker
+    from procpool._runtarget import ChunkOutcome
+
+    fixed = Chunker(7, jobs=2)
+    assert [fixed.size(None) for _ in range(3)] == [7, 7, 7]
+    chunker = Chunker(None, jobs=2)
+    assert chunker.size(None) == 1  # nothing measured yet
+    chunker.observe(ChunkOutcome(1, [0.0], [0.0001], ["1"], ["json"]))  # 0.1 ms a call
+    assert [chunker.size(None) for _ in range(12)] == [2, 4, 8, 16, 32, 64, 128, 256, 500,
+                                                       500, 500, 500]  # fmt: skip
+    assert chunker.size(100) == 25  # near the end: keep both workers busy
+    assert chunker.timeout(1, None) is None
+    assert chunker.timeout(11, 1.0) == pytest.approx(1.0 + 2 * 10 * 0.0001)
+
+
+def test_database_claim_commit_lookup_and_refusals(tmp_path: Path) -> None:
+    from procpool._rundb import Counts, DbError, RunDB, RunInfo
+
+    path = str(tmp_path / "u.sqlite")
+    info = RunInfo("m:f", "abc", "in.txt", "size=1", {"json": False})
+    db = RunDB.open_for_run(path)
+    try:
+        claim = db.start_run(info, fresh=False)
+        assert (claim.run_id, claim.previous, claim.stored_done) == (1, None, 0)
+        db.add((1, "s1", "a", "done", '"A"', "json", None, None, None, 1, 9, 0.0, 1.0, 1.0, 1))
+        assert db.commit_due(time.monotonic() + 1) and db.commit_deadline() is not None
+        db.commit(Counts(1, 0, 0, 1))
+        assert db.commit_deadline() is None
+        assert {line: row["status"] for line, row in db.stored(1, 5).items()} == {1: "done"}
+        assert db.counts() == (1, 0) and db.rows_after(0) == 1
+        other = RunInfo("m:g", "abc", "in.txt", "size=1", {"json": False})
+        with pytest.raises(DbError, match="holds results of m:f, not m:g"):
+            db.start_run(other, fresh=False)
+        assert db.start_run(other, fresh=True).stored_done == 0
+    finally:
+        db.close()
+    reader = RunDB.open_for_reading(path)
+    try:
+        latest = reader.latest_run()
+        assert latest is not None and (latest["id"], latest["target"]) == (2, "m:g")
+        assert [run["state"] for run in runs(Path(path))] == ["stopped", "running"]
+    finally:
+        reader.close()
+
+
+def test_inbox_wakes_on_a_post_from_another_thread_and_on_signals() -> None:
+    import threading
+
+    from procpool._runinbox import Inbox
+
+    inbox = Inbox()
+    poster = threading.Thread(target=inbox.post, args=("event",))
+    poster.start()
+    poster.join()
+    inbox.wait(TIMEOUT)
+    assert inbox.take() == ["event"]
+    with inbox.catching_signals():
+        os.kill(os.getpid(), signal.SIGTERM)
+        inbox.wait(TIMEOUT)
+    assert inbox.signal == signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is not None  # the previous handler is back

@@ -224,6 +224,9 @@ class Reader:
         except OSError as exc:
             self._post(InputEnd(f"cannot read {self._source.label}: {exc.strerror or exc}"))
             return
+        except Exception as exc:  # the main loop must hear of the end, whatever it is
+            self._post(InputEnd(f"cannot read {self._source.label}: {exc!r}"))
+            return
         finally:
             self._source.close()
         self._post(InputEnd(None))
