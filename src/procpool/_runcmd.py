@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import sqlite3
@@ -154,7 +155,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _check_options(args: argparse.Namespace) -> None:
     checks = [
         (args.jobs < 1, "--jobs must be at least 1"),
-        (args.task_timeout is not None and not args.task_timeout > 0,
+        (args.task_timeout is not None and not 0 < args.task_timeout < math.inf,
          "--task-timeout must be a positive number of seconds"),
         (args.retries < 0, "--retries must be 0 or more"),
         (args.chunksize is not None and args.chunksize < 1, "--chunksize must be at least 1"),
