@@ -148,3 +148,10 @@ def run_or_square(x: Any) -> Any:
     if x == "block":
         sleep_forever()
     return x * x
+
+
+def sigterm_handler_name(_: object = None) -> str:
+    import signal as _signal
+
+    handler = _signal.getsignal(_signal.SIGTERM)
+    return "default" if handler == _signal.SIG_DFL else repr(handler)

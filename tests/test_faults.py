@@ -325,3 +325,21 @@ def test_parent_sigkill_leaves_no_orphans(start_method: str, tmp_path: Path) -> 
     proc.kill()
     proc.communicate(timeout=20)
     assert _wait_gone(pids, 1.0) == []
+
+
+def test_workers_keep_default_sigterm_whatever_the_parent_installed() -> None:
+    """A forked worker must not inherit a parent's SIGTERM handler: time limits,
+    cancel and terminate stop workers with SIGTERM."""
+    previous = signal.signal(signal.SIGTERM, lambda *_: None)
+    try:
+        with procpool.Pool(1, context="fork") as pool:
+            assert pool.apply(ff.sigterm_handler_name) == "default"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("limit", [float("inf"), 1e10])
+def test_huge_time_limits_mean_no_limit(limit: float) -> None:
+    with procpool.Pool(1, task_timeout=limit) as pool:
+        assert pool.apply(ff.square, (3,)) == 9
+        assert pool.apply(ff.square, (4,), task_timeout=limit) == 16

@@ -74,6 +74,7 @@ _EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIG
 _TARGET_QUEUED = 0.002
 _MAX_PREFETCH = 64
 _STEAL_MIN = 0.005
+_MAX_WAIT = 3600.0
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -193,6 +194,9 @@ class Engine:
         self._service_time: float | None = None
         self._start_failures = 0
         self._start_kills = 0
+        # Set once any deadline exists (a task time limit, a doomed worker): until
+        # then each turn of the loop skips the deadline scans.
+        self._timed = False
         self._terminated = False
         self._last_init_error: str | None = None
         # Start the first workers from the caller's thread, before the scheduler thread
@@ -321,18 +325,23 @@ class Engine:
 
     def _step(self) -> bool:
         """One turn of the loop: wait, handle what happened. False when finished."""
-        for fd, _ in self._poll.poll(self._poll_timeout()):
+        timed = self._timed
+        for fd, _ in self._poll.poll(self._poll_timeout() if timed else self._steal_timeout()):
             entry = self._fds.get(fd)
             if entry is not None:
                 handler, slot = entry
                 handler(slot)  # type: ignore[arg-type]
-        self._check_deadlines()
+        if timed:
+            self._check_deadlines()
         # Replace dead workers only after the whole batch of events: a new pipe may
         # reuse a closed descriptor's number, and a stale event must not reach it.
-        self._replenish()
-        self._dispatch()
-        self._steal()
-        return not self._wound_down()
+        if len(self._slots) < self.processes:
+            self._replenish()
+        if self._pending:
+            self._dispatch()
+        else:
+            self._steal()
+        return self.state is State.RUNNING or not self._wound_down()
 
     def _watch(self, fd: int, handler: Callable[[Any], None], slot: Slot | None) -> None:
         self._fds[fd] = (handler, slot)
@@ -582,7 +591,7 @@ class Engine:
 
     def _stop_slot(self, slot: Slot, now: float) -> None:
         """Kill a worker whose head task must stop; requeue the calls queued behind it."""
-        slot.doom(now, KILL_GRACE)
+        self._doom(slot, now)
         queued = list(slot.outstanding)[1:]
         head = slot.outstanding[0] if slot.outstanding else None
         slot.outstanding.clear()
@@ -592,6 +601,10 @@ class Engine:
             if not head.cancelled:
                 error = TaskTimeoutError(head.timeout or 0.0, slot.pid, head.name)
                 self._fail_or_retry(head, error)
+
+    def _doom(self, slot: Slot, now: float) -> None:
+        self._timed = True  # its SIGKILL time is a deadline
+        slot.doom(now, KILL_GRACE)
 
     def _check_deadlines(self) -> None:
         now = time.monotonic()
@@ -606,6 +619,10 @@ class Engine:
                 if timeout is not None and now >= slot.head_started + timeout:
                     self._stop_slot(slot, now)
 
+    def _steal_timeout(self) -> int | None:
+        when = self._next_steal()
+        return None if when is None else _ms_until(when)
+
     def _poll_timeout(self) -> int | None:
         nearest = self._next_steal()
         for slot in self._slots.values():
@@ -619,7 +636,7 @@ class Engine:
                 nearest = when
         if nearest is None:
             return None
-        return max(0, int((nearest - time.monotonic()) * 1000) + 1)
+        return _ms_until(nearest)
 
     def _on_terminate(self) -> None:
         if self._terminated:
@@ -631,7 +648,7 @@ class Engine:
             self._resolve(task, False, error)
         now = time.monotonic()
         for slot in self._slots.values():
-            slot.doom(now, KILL_GRACE)
+            self._doom(slot, now)
 
     def _drop_all(self) -> list[Task]:
         """Take every task out of the pending queue and the slots."""
@@ -655,7 +672,7 @@ class Engine:
         elif self.state is State.BROKEN:
             now = time.monotonic()
             for slot in self._slots.values():
-                slot.doom(now, KILL_GRACE)
+                self._doom(slot, now)
         elif self.state is State.CLOSING:
             if self._pending or self._inbox or self._feeders:
                 return False
@@ -690,6 +707,8 @@ class Engine:
         now = time.monotonic()
         touched: set[Slot] = set()
         for depth in range(limit):
+            if not pending:
+                break
             for slot in slots:
                 if not pending:
                     break
@@ -715,12 +734,20 @@ class Engine:
 
     def _victims(self) -> list[Slot]:
         """Slots holding queued calls behind a running one while another worker idles."""
-        if self._pending or self.state not in (State.RUNNING, State.CLOSING):
+        if self._pending:
             return []
-        slots = self._slots.values()
-        if not any(s.usable() and not s.outstanding for s in slots):
+        victims = []
+        idle = False
+        for slot in self._slots.values():
+            held = len(slot.outstanding)
+            if held > 1:
+                if not (slot.stealing or slot.doomed):
+                    victims.append(slot)
+            elif not held and slot.usable():
+                idle = True
+        if not (victims and idle) or self.state not in (State.RUNNING, State.CLOSING):
             return []
-        return [s for s in slots if len(s.outstanding) > 1 and not (s.stealing or s.doomed)]
+        return victims
 
     def _next_steal(self) -> float | None:
         victims = self._victims()
@@ -748,6 +775,8 @@ class Engine:
             slot.signal(signal.SIGUSR1)
 
     def _assign(self, slot: Slot, task: Task, now: float) -> None:
+        if task.timeout is not None:
+            self._timed = True
         if not slot.outstanding:
             slot.head_started = now
         task.worker = slot
@@ -755,6 +784,13 @@ class Engine:
         slot.sent += 1
         slot.outstanding.append(task)
         slot.queue_call(task)
+
+
+def _ms_until(when: float) -> int:
+    """Milliseconds from now until ``when``, for poll(); capped (a time limit of
+    1e10 s or infinity is just a very long wait)."""
+    seconds = min(max(0.0, when - time.monotonic()), _MAX_WAIT)
+    return int(seconds * 1000) + 1
 
 
 def _rebuild_error(payload: bytes) -> BaseException:

@@ -204,6 +204,9 @@ class _Worker:
 def main(task_conn: Any, result_conn: Any, fd_conn: Any, config: WorkerConfig) -> None:
     """Entry point of a worker process (the ``target`` of its Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A forked worker inherits the parent's handlers; SIGTERM must end it (time limits,
+    # cancel and terminate rely on that), whatever the parent installed.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(config.alive.fileno())
     worker = _Worker(task_conn.fileno(), result_conn.fileno(), fd_conn.fileno(), config)
     signal.signal(signal.SIGUSR1, worker.on_steal)
