@@ -233,8 +233,9 @@ class JoblibPeer(Peer):
     modules = ("joblib", "joblib.externals.loky")
     notes = {
         "apply": "a one-call `Parallel` batch inside `with Parallel(...)` (no single-call API)",
-        "throughput": "one `Parallel` call over all tasks, `batch_size='auto'`",
-        "memory": "one `Parallel` call per batch",
+        "throughput": "one `Parallel(batch_size=1)` call over all tasks: one dispatch per task. "
+                      "joblib's default auto-batching sends tasks in chunks, which is map's job (see the map row)",
+        "cpu": "one `Parallel(batch_size=1)` call over all tasks",
         "map": "`Parallel()(delayed(f)(x) for x in items)`, `batch_size='auto'`",
         "imap_unordered": "`Parallel(return_as='generator_unordered', batch_size=1)`",
         "numpy": "arrays over 1 MB go in as a memmap (joblib's default `max_nbytes`)",
@@ -254,9 +255,11 @@ class JoblibPeer(Peer):
         return self.parallel([delayed(fn)(*args)])[0]
 
     def submit_many(self, fn: Fn, argslist: Sequence[tuple[Any, ...]]) -> list[Any]:
-        from joblib import delayed
+        from joblib import Parallel, delayed
 
-        return self.parallel(delayed(fn)(*args) for args in argslist)
+        # One dispatch per task, like apply_async; auto-batching is chunking (see map).
+        per_task = Parallel(n_jobs=self.workers, backend="loky", batch_size=1)
+        return per_task(delayed(fn)(*args) for args in argslist)
 
     def map(self, fn: Fn, items: Sequence[Any]) -> list[Any]:
         from joblib import delayed

@@ -139,11 +139,11 @@ def shm_entries() -> set[str]:
 def new_shm_entries(before: set[str]) -> list[str]:
     """Entries of /dev/shm that appeared since ``before`` and are still there a moment later.
 
-    multiprocessing's semaphores live in /dev/shm for an instant (created, then
-    unlinked at once), and other programs on the machine make their own: only what
-    persists counts.
+    Named semaphores (``sem.*``) are left out: every spawn or forkserver pool on the
+    machine (other programs' too) keeps its ``sem.mp-*`` files while it runs, so they
+    say nothing about this trial. What is left are shared memory segments and folders.
     """
-    new = shm_entries() - before
+    new = {e for e in shm_entries() - before if not e.startswith("sem.")}
     if new:
         time.sleep(0.5)
         new &= shm_entries()
@@ -266,13 +266,16 @@ def run_scenario(sc: scenarios.Scenario, peers: list[str], params: dict[str, Any
             if any(t["status"] == "timeout" for t in done):
                 continue  # one timeout is enough: do not spend the time twice
             spent = sum(t["trial_s"] for t in done)
-            if done and args.budget and spent + done[-1]["trial_s"] > args.budget:
+            if peer != "floor" and done and args.budget and spent + done[-1]["trial_s"] > args.budget:
                 continue  # a slow peer: fewer repeats (the table shows how many)
             t = trial(peer, sc.name, params, args.timeout)
             done.append(t)
             shown = report.short(sc, t)
             print(f"  {sc.name:<15} {rep + 1}/{repeats} {peer:<12} {shown:>16}   "
                   f"({t['trial_s']:.1f} s, others' CPU {t['foreign_load']:.0%})", flush=True)
+            if sc.name == "numpy" and t["status"] != "timeout":
+                print(f"    {peer}: {len(t['shm_new'])} new /dev/shm segments left after the trial "
+                      f"{t['shm_new'][:3] if t['shm_new'] else ''}", flush=True)
             if t.get("leaked") or t.get("exit"):
                 print(f"    !! {peer}: {t.get('leaked', 0)} stray processes killed; {t.get('exit', '')}",
                       flush=True)
