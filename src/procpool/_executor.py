@@ -5,21 +5,14 @@
     user thread                        scheduler thread                 callback thread
     ───────────                        ────────────────                 ───────────────
     submit(fn, *args)
-      pickle the call ─▶ Task(sink = _Future) ─▶ Engine.submit
-                                       resolve: _Future._resolve
-                                         set_result / set_exception ──▶ done callbacks
-    result() / wait() / as_completed()  ◀── wakes at once (waiters)
+      pickle the call ─▶ Task(sink = Future) ─▶ Engine.submit
+                                       resolve: Future._resolve
+                                         result or exception, waiters ──▶ done callbacks
+    result() / wait() / as_completed()  ◀── wake at once (waiters)
 
 **Futures.** ``submit`` returns a real ``concurrent.futures.Future`` that is also the
-task's sink. The scheduler completes it in place, so ``result()``, ``wait`` and
-``as_completed`` (which use the future's condition and waiters, not callbacks) wake
-without a thread hop. Completing a future runs its done callbacks in the completing
-thread; while that thread is the scheduler, each callback is posted to the engine's
-callback thread instead, so user code never stalls the scheduler.
-
-**Cancel.** ``cancel()`` works on a running call too: the engine stops the worker that
-holds it and starts another. A user's cancel and the scheduler's resolve race; a claim
-under one lock lets exactly one of them call ``set_running_or_notify_cancel``.
+task's sink (``_future.Future``): the scheduler completes it in place, and posts its
+done callbacks to the callback thread. Its ``cancel()`` stops a running call too.
 
 **Shutdown.** ``shutdown`` maps onto ``Engine.close`` (and ``join`` when waiting);
 ``wait=False`` leaves one thread that joins the engine once the work is done, then
@@ -32,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
-import logging
 import signal
 import threading
 import time
@@ -43,92 +35,13 @@ from typing import Any, ParamSpec, TypeVar
 
 from . import _serialize
 from ._engine import Engine
+from ._future import Future
 from ._pool import _check_positive, cpu_count, get_context
 from ._slot import Task
 from ._worker import APPLY, MAP, STARMAP
 
 T = TypeVar("T")
 P = ParamSpec("P")
-
-_futures_log = logging.getLogger("concurrent.futures")
-# Set on the scheduler thread while it completes a future: its callbacks are posted.
-_completing = threading.local()
-# Decides the race between a user's cancel() and the scheduler's resolve.
-_claim_lock = threading.Lock()
-
-
-class _Future(concurrent.futures.Future[T]):
-    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call."""
-
-    def __init__(self, engine: Engine, live: set[_Future[Any]]) -> None:
-        super().__init__()
-        self._engine = engine
-        self._live = live
-        self._task: Task | None = None
-        self._claimed = False
-
-    def cancel(self) -> bool:
-        """Cancel the call, running or not; False only once it has finished.
-
-        Unlike the stdlib (which cannot stop a running call), a running call's worker
-        is stopped and replaced.
-        """
-        if not super().cancel():
-            return False
-        if self._claim():
-            self._live.discard(self)
-            # wait() and as_completed() count a cancelled future only once notified.
-            self.set_running_or_notify_cancel()
-            if self._task is not None:
-                self._engine.cancel(self._task)
-        return True
-
-    def running(self) -> bool:
-        """True while a worker holds the call (as in the stdlib, which counts calls
-        already handed to its call queue as running)."""
-        if super().running():
-            return True
-        task = self._task
-        return task is not None and task.worker is not None and not self.done()
-
-    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
-        super().add_done_callback(functools.partial(_call_back, self._engine, fn))
-
-    def _claim(self) -> bool:
-        with _claim_lock:
-            if self._claimed:
-                return False
-            self._claimed = True
-            return True
-
-    def _resolve(self, index: int, ok: bool, value: Any) -> None:
-        """The Sink side, called by the scheduler thread."""
-        self._live.discard(self)
-        if not self._claim() or not self.set_running_or_notify_cancel():
-            return
-        _completing.active = True
-        try:
-            if ok:
-                self.set_result(value)
-            else:
-                self.set_exception(value)
-        finally:
-            _completing.active = False
-
-
-def _call_back(engine: Engine, fn: Callable[[Any], object], future: _Future[Any]) -> None:
-    if getattr(_completing, "active", False):
-        engine.callbacks.post(functools.partial(_run_logged, fn, future))
-    else:
-        fn(future)
-
-
-def _run_logged(fn: Callable[[Any], object], future: _Future[Any]) -> None:
-    try:
-        fn(future)
-    except Exception:  # as concurrent.futures.Future._invoke_callbacks does
-        _futures_log.exception("exception calling callback for %r", future)
-
 
 class Executor(concurrent.futures.Executor):
     """A drop-in for ``concurrent.futures.ProcessPoolExecutor`` on procpool's engine.
@@ -167,7 +80,7 @@ class Executor(concurrent.futures.Executor):
             raise ValueError(f"retries must be a non-negative int, got {retries!r}")
         self._max_workers = max_workers
         self._options = (task_timeout, retries)
-        self._live: set[_Future[Any]] = set()
+        self._live: set[Future[Any]] = set()
         self._lock = threading.Lock()
         self._shutdown = False
         self._joiner: threading.Thread | None = None
@@ -191,8 +104,9 @@ class Executor(concurrent.futures.Executor):
         """Schedule ``fn(*args, **kwargs)``; return its Future at once."""
         self._check_open()
         payload = _serialize.call_payload(_serialize.dumps_function(fn), APPLY, args, kwargs)
-        future: _Future[T] = self._new_future(payload, _serialize.describe(fn))
-        self._start([future])
+        future: Future[T] = Future(self._engine, self._live)
+        task = future._task = Task(payload, future, 0, _serialize.describe(fn), self._options)
+        self._hand_over([future], [task])
         return future
 
     def map(
@@ -219,7 +133,7 @@ class Executor(concurrent.futures.Executor):
         end = None if timeout is None else time.monotonic() + timeout
         make, source = self._calls(fn, iterables, chunksize)
         first = source if buffersize is None else itertools.islice(source, buffersize)
-        futures: deque[_Future[Any]] = deque(make(data) for data in first)
+        futures: deque[Future[Any]] = deque(make(data) for data in first)
         self._start(list(futures))
         refill = None
         if buffersize is not None:
@@ -271,12 +185,12 @@ class Executor(concurrent.futures.Executor):
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
 
-    def _new_future(self, payload: bytes, name: str) -> _Future[Any]:
+    def _new_future(self, payload: bytes, name: str) -> Future[Any]:
         return _new_future(self._engine, self._live, self._options, payload, name)
 
     def _calls(
         self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
-    ) -> tuple[Callable[[Any], _Future[Any]], Iterator[Any]]:
+    ) -> tuple[Callable[[Any], Future[Any]], Iterator[Any]]:
         """How map builds one call, and the calls' data: argument tuples or chunks."""
         self._check_open()
         fn_blob = _serialize.dumps_function(fn)
@@ -293,18 +207,19 @@ class Executor(concurrent.futures.Executor):
         label = f"{name} on a chunk of {chunksize}"
         return (lambda chunk: new(call(chunk), label)), _batched(items, chunksize)
 
-    def _start(self, futures: list[_Future[Any]]) -> None:
-        if not futures:
-            return
-        self._check_open()
-        tasks = [f._task for f in futures if f._task is not None]
+    def _start(self, futures: list[Future[Any]]) -> None:
+        if futures:
+            self._check_open()
+            self._hand_over(futures, [f._task for f in futures if f._task is not None])
+
+    def _hand_over(self, futures: list[Future[Any]], tasks: list[Task]) -> None:
         self._live.update(futures)
         try:
             self._engine.submit(tasks)
         except ValueError:  # shut down between the check and the submit
             self._live.difference_update(futures)
             raise RuntimeError("cannot schedule new futures after shutdown") from None
-        except BaseException:
+        except BaseException:  # broken: PoolBrokenError, a BrokenProcessPool
             self._live.difference_update(futures)
             raise
 
@@ -342,12 +257,12 @@ class Executor(concurrent.futures.Executor):
 
 def _new_future(
     engine: Engine,
-    live: set[_Future[Any]],
+    live: set[Future[Any]],
     options: tuple[float | None, int],
     payload: bytes,
     name: str,
-) -> _Future[Any]:
-    future: _Future[Any] = _Future(engine, live)
+) -> Future[Any]:
+    future: Future[Any] = Future(engine, live)
     future._task = Task(payload, future, 0, name, options)
     return future
 
@@ -369,9 +284,9 @@ def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
 
 def _refill(
     executor_ref: weakref.ref[Executor],
-    make: Callable[[Any], _Future[Any]],
+    make: Callable[[Any], Future[Any]],
     source: Iterator[Any],
-    futures: deque[_Future[Any]],
+    futures: deque[Future[Any]],
 ) -> None:
     """Submit the next call of a buffered map.
 
@@ -389,8 +304,8 @@ def _refill(
 
 
 def _results(
-    futures: deque[_Future[Any]],
-    refill: Callable[[deque[_Future[Any]]], None] | None,
+    futures: deque[Future[Any]],
+    refill: Callable[[deque[Future[Any]]], None] | None,
     end: float | None,
     chunked: bool,
 ) -> Iterator[Any]:
@@ -410,7 +325,7 @@ def _results(
             future.cancel()
 
 
-def _result_or_cancel(future: _Future[Any], timeout: float | None) -> Any:
+def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
     try:
         return future.result(timeout)
     finally:

@@ -1,0 +1,190 @@
+"""The Future that ``Executor.submit`` returns: a real ``concurrent.futures.Future``.
+
+It is also the task's sink, so the scheduler completes it in place: ``result()``,
+``wait`` and ``as_completed`` (which use the future's condition and waiters, never its
+callbacks) wake without a thread hop. State changes happen under the future's own
+condition, in the stdlib's states and with the stdlib's waiter calls, so the module
+functions of ``concurrent.futures`` see nothing unusual. Two things differ:
+
+- ``cancel()`` works on a running call too: the engine stops the worker that holds it
+  and starts another. A call never enters the RUNNING state; ``running()`` says
+  whether a worker holds it.
+- Done callbacks are kept here, not in the base class, so that a future completed by
+  the scheduler runs them on the engine's callback thread (user code must never stall
+  the scheduler). Completed any other way (a cancel, ``set_result``) it runs them in
+  the completing thread, as the stdlib does.
+
+**The condition is made on first use.** Most futures finish before anyone waits on
+them, and making a ``threading.Condition`` (and entering it, and notifying it) costs
+more than the rest of a submit. So the future starts without one; the ``_condition``
+property makes it when something first needs it (``result()`` before the end,
+``wait``, ``as_completed``, ``cancel``). Completing a future that has none yet happens
+under ``_make_lock``, the lock that guards making one: whoever comes second finds
+either the condition or the finished state, and a waiter can never miss a notify.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._slot import Task
+
+T = TypeVar("T")
+
+_log = logging.getLogger("concurrent.futures")
+_OVER = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
+_CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
+# Guards making a future's condition, and completing a future that has none yet.
+_make_lock = threading.Lock()
+
+
+class Future(concurrent.futures.Future[T]):
+    """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call."""
+
+    def __init__(self, engine: Engine, live: set[Future[Any]]) -> None:
+        # The base's attributes, but not its __init__, which makes a Condition at once.
+        self._cond: threading.Condition | None = None
+        self._state = PENDING
+        self._result = None
+        self._exception = None
+        self._waiters = []
+        self._done_callbacks: list[Any] = []  # the base's list, unused: see _callbacks
+        self._engine = engine
+        self._live = live  # the executor's unfinished futures (for cancel_futures)
+        self._task: Task | None = None
+        self._callbacks: list[Callable[[Future[T]], object]] = []
+
+    def cancel(self) -> bool:
+        """Cancel the call, running or not; False only once it has finished.
+
+        Unlike the stdlib (which cannot stop a running call), a running call's worker
+        is stopped and replaced.
+        """
+        with self._condition:
+            if self._state == FINISHED:
+                return False
+            if self._state in (CANCELLED, CANCELLED_AND_NOTIFIED):
+                return True
+            # Notified at once: the stdlib tells wait() and as_completed() about a
+            # cancel only when its manager thread next looks at the call.
+            self._state = CANCELLED_AND_NOTIFIED
+            for waiter in self._waiters:
+                waiter.add_cancelled(self)
+            self._condition.notify_all()
+        self._live.discard(self)
+        if self._task is not None:
+            self._engine.cancel(self._task)
+        self._run_callbacks()
+        return True
+
+    @property
+    def _condition(self) -> threading.Condition:
+        cond = self._cond
+        if cond is None:
+            with _make_lock:
+                cond = self._cond
+                if cond is None:
+                    cond = self._cond = threading.Condition()
+        return cond
+
+    @_condition.setter
+    def _condition(self, cond: threading.Condition) -> None:
+        self._cond = cond
+
+    def done(self) -> bool:
+        return self._state in _OVER
+
+    def cancelled(self) -> bool:
+        return self._state in _CANCELLED
+
+    def result(self, timeout: float | None = None) -> T:
+        if self._state == FINISHED and self._exception is None:
+            return self._result  # type: ignore[return-value]
+        return super().result(timeout)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._state == FINISHED:
+            return self._exception
+        return super().exception(timeout)
+
+    def running(self) -> bool:
+        """True while a worker holds the call (as in the stdlib, which counts calls
+        already handed to its call queue as running)."""
+        task = self._task
+        return task is not None and task.worker is not None and not self.done()
+
+    def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
+        with self._condition:
+            if self._state not in _OVER:
+                self._callbacks.append(fn)
+                return
+        _call(fn, self)
+
+    def set_result(self, result: T) -> None:
+        if not self._complete(True, result):
+            raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+        self._run_callbacks()
+
+    def set_exception(self, exception: BaseException | None) -> None:
+        if not self._complete(False, exception):
+            raise concurrent.futures.InvalidStateError(f"{self._state}: {self!r}")
+        self._run_callbacks()
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        """The Sink side, called by the scheduler thread; loses quietly to a cancel."""
+        if self._complete(ok, value) and self._callbacks:
+            self._engine.callbacks.post(self._run_callbacks)
+
+    def _complete(self, ok: bool, value: Any) -> bool:
+        """Finish with a result or an exception; False if already finished or cancelled."""
+        if self._cond is None:
+            with _make_lock:
+                if self._cond is None:  # nobody waits, and nobody can until we are done
+                    return self._finish(ok, value)
+        with self._condition:
+            if self._state in _OVER:
+                return False
+            if ok:
+                self._result = value
+            else:
+                self._exception = value
+            self._state = FINISHED
+            for waiter in self._waiters:
+                if ok:
+                    waiter.add_result(self)
+                else:
+                    waiter.add_exception(self)
+            self._condition.notify_all()
+        self._live.discard(self)
+        return True
+
+    def _finish(self, ok: bool, value: Any) -> bool:
+        """``_complete`` for a future without a condition (under ``_make_lock``)."""
+        if self._state in _OVER:
+            return False
+        if ok:
+            self._result = value
+        else:
+            self._exception = value
+        self._state = FINISHED
+        self._live.discard(self)
+        return True
+
+    def _run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for fn in callbacks:
+            _call(fn, self)
+
+
+def _call(fn: Callable[[Any], object], future: Future[Any]) -> None:
+    try:
+        fn(future)
+    except Exception:  # as concurrent.futures.Future._invoke_callbacks does
+        _log.exception("exception calling callback for %r", future)
