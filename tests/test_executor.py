@@ -216,6 +216,20 @@ def test_as_completed(make_executor: Callable[..., Any], hub: Hub) -> None:
     assert [f.result() for f in cf.as_completed([blocked], timeout=GET)] == ["last"]
 
 
+def test_quick_calls_finish_while_a_worker_is_blocked(
+    make_executor: Callable[..., Any], hub: Hub
+) -> None:
+    executor = make_executor()
+    assert executor.submit(square, 1).result(GET) == 1  # the executor knows calls are quick
+    blocked = executor.submit(check_in, hub.address, "late")
+    hub.arrive()
+    quick = [executor.submit(square, i) for i in range(40)]
+    _, not_done = cf.wait(quick, timeout=GET)
+    assert not not_done and not blocked.done()
+    hub.release_all()
+    assert blocked.result(GET) == "late"
+
+
 def test_wait_first_completed_and_all(make_executor: Callable[..., Any], hub: Hub) -> None:
     executor = make_executor()
     blocked = executor.submit(check_in, hub.address, "late")

@@ -43,6 +43,7 @@ from ._worker import APPLY, MAP, STARMAP
 T = TypeVar("T")
 P = ParamSpec("P")
 
+
 class Executor(concurrent.futures.Executor):
     """A drop-in for ``concurrent.futures.ProcessPoolExecutor`` on procpool's engine.
 
@@ -184,9 +185,6 @@ class Executor(concurrent.futures.Executor):
     def _check_open(self) -> None:
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")
-
-    def _new_future(self, payload: bytes, name: str) -> Future[Any]:
-        return _new_future(self._engine, self._live, self._options, payload, name)
 
     def _calls(
         self, fn: Callable[..., Any], iterables: tuple[Iterable[Any], ...], chunksize: int
