@@ -23,6 +23,7 @@ import concurrent.futures as cf
 import inspect
 import itertools
 import multiprocessing
+import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -403,6 +404,42 @@ def test_shutdown_without_wait_finishes_the_work(
     hub.release_all()
     assert blocked.result(GET) == "finished"
     join_threads_since(threads)
+
+
+EXIT_SCRIPT = """
+import concurrent.futures, multiprocessing, sys
+sys.path.insert(0, {tests!r})
+import procpool
+from executor_funcs import check_in
+
+make = {{
+    "ProcessPoolExecutor": concurrent.futures.ProcessPoolExecutor,
+    "procpool.Executor": procpool.Executor,
+}}
+executor = make[{kind!r}](2, multiprocessing.get_context("fork"))
+for i in range(2):
+    future = executor.submit(check_in, {address!r}, i)
+    future.add_done_callback(lambda f: print("done", f.result(), flush=True))
+print("exiting", flush=True)
+"""
+
+
+def test_exit_waits_for_submitted_calls(kind: str, hub: Hub) -> None:
+    # "Regardless of the value of wait, the entire Python program will not exit
+    # until all pending futures are done executing" (the shutdown docs); here the
+    # program never calls shutdown at all.
+    tests = str(Path(__file__).parent)
+    script = EXIT_SCRIPT.format(tests=tests, kind=kind, address=hub.address)
+    command = [sys.executable, "-c", script]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
+        assert proc.stdout is not None
+        hub.arrive()
+        hub.arrive()
+        assert proc.stdout.readline() == "exiting\n"
+        hub.release_all()  # only now can the calls finish: exit must have waited
+        out, _ = proc.communicate(timeout=GET)
+    assert sorted(out.split("\n")) == ["", "done 0", "done 1"]
+    assert proc.returncode == 0
 
 
 # -- construction, initializers, worker lifetime

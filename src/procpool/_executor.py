@@ -25,6 +25,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
+import os
 import signal
 import threading
 import time
@@ -94,6 +95,7 @@ class Executor(concurrent.futures.Executor):
             max_memory_per_child,
         )
         self._finalizer = weakref.finalize(self, _release, self._engine)
+        _finish_at_exit.remember(self)
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else self._engine.state.value
@@ -329,6 +331,42 @@ def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
     finally:
         future.cancel()  # after a timeout; a no-op once finished
         del future  # do not keep the result alive through this frame
+
+
+class _FinishAtExit:
+    """Let open executors finish their work before the interpreter exits.
+
+    As the stdlib does (its manager threads are joined at exit): runs from
+    ``threading``'s exit hooks, before non-daemon threads are joined. A forked child
+    inherits the hook and the set, but not the executors: the pid check skips them.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: weakref.WeakSet[Executor] = weakref.WeakSet()
+        self._pid: int | None = None
+
+    def remember(self, executor: Executor) -> None:
+        with self._lock:
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                self._open.clear()
+                register = getattr(threading, "_register_atexit", None)
+                if register is not None:  # private, but what concurrent.futures uses
+                    try:
+                        register(self)
+                    except RuntimeError:  # already exiting: nothing to wait for then
+                        pass
+            self._open.add(executor)
+
+    def __call__(self) -> None:
+        if self._pid != os.getpid():
+            return
+        for executor in list(self._open):
+            executor.shutdown(wait=True)
+
+
+_finish_at_exit = _FinishAtExit()
 
 
 def _release(engine: Engine) -> None:
