@@ -52,9 +52,13 @@ class Executor(concurrent.futures.Executor):
     ``shutdown``, ``terminate_workers``, ``kill_workers``). Unlike the stdlib, a worker
     that dies fails only its own future (``WorkerLostError``, a ``BrokenProcessPool``)
     and the executor goes on; ``cancel()`` stops a running call; ``task_timeout``,
-    ``retries`` and ``max_memory_per_child`` work as on ``Pool``. A call that cannot
-    be pickled raises ``SerializationError`` from ``submit`` (the stdlib sets the
-    error on the future instead).
+    ``retries`` and ``max_memory_per_child`` work as on ``Pool``.
+
+    Differences to know: a call that cannot be pickled raises ``SerializationError``
+    from ``submit`` (the stdlib sets the error on the future); workers start with the
+    executor, not on the first submits; ``max_tasks_per_child`` works with every start
+    method (the stdlib refuses fork, and defaults to spawn when it is given);
+    ``mp_context`` may also be a start-method name.
     """
 
     def __init__(
