@@ -89,6 +89,7 @@ class _Worker:
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
         self.stopping = False
         self.in_call = False
+        self.steal_pending = False
         self.done = 0
 
     def send(self, kind: int, tid: int, payload: bytes = b"") -> None:
@@ -112,8 +113,15 @@ class _Worker:
         reading the pipe or writing an answer.
         """
         if self.in_call:
-            while self.poller.poll(0) and self.receive(block=False):
-                pass
+            self.absorb()
+        else:
+            self.steal_pending = True  # honoured as the next call starts
+
+    def absorb(self) -> None:
+        """Read whatever the parent has sent (CANCELs are answered at once)."""
+        self.steal_pending = False
+        while self.poller.poll(0) and self.receive(block=False):
+            pass
 
     def receive(self, block: bool) -> bool:
         """Take in frames from the parent. False when the parent has gone."""
@@ -154,6 +162,8 @@ class _Worker:
             return
         try:
             self.in_call = True
+            if self.steal_pending:  # a SIGUSR1 came while the arguments were unpickled
+                self.absorb()
             try:
                 value = call(fn, mode, data, kwargs)
             finally:
