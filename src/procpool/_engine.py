@@ -700,11 +700,20 @@ class Engine:
         # Refill a worker only once it has drained to half its window: every write to
         # its pipe then carries a batch of calls instead of one or two.
         low = limit // 2
-        slots = [s for s in self._slots.values() if s.usable() and len(s.outstanding) <= low]
+        now = time.monotonic()
+        # A worker whose call has run past the steal threshold gets nothing more to
+        # queue behind it (not even the calls just stolen back from it).
+        busy_since = now - self._steal_after()
+        slots = [
+            s
+            for s in self._slots.values()
+            if s.usable()
+            and len(s.outstanding) <= low
+            and not (s.outstanding and s.head_started < busy_since)
+        ]
         if not slots:
             return
         max_tasks = self._config.max_tasks
-        now = time.monotonic()
         touched: set[Slot] = set()
         for depth in range(limit):
             if not pending:
