@@ -9,6 +9,7 @@ which pickle under every start method); nothing here sleeps to synchronize.
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 #: How long a task waits for an event or barrier the test controls. Only a deadlock
@@ -110,3 +111,20 @@ def fail_at_3000(x: int) -> int:
     if x == 3000:
         raise ValueError("3000 is not allowed")
     return x
+
+
+def _slow_rebuild(value: object) -> object:
+    time.sleep(0.5)  # stands for a slow unpickle: a Manager proxy connecting, say
+    return value
+
+
+class SlowToUnpickle:
+    """An argument that takes half a second to unpickle in the worker."""
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (_slow_rebuild, (None,))
+
+
+def hold(release: Any, _: object = None) -> object:
+    """Block until ``release`` is set (the second argument only rides along)."""
+    return wait_event(release)

@@ -34,10 +34,12 @@ import pytest
 import procpool
 from compat_funcs import (
     CustomError,
+    SlowToUnpickle,
     add,
     barrier_pid,
     fail_at_3000,
     fail_on_three,
+    hold,
     imap_gate,
     init_report,
     pid_of,
@@ -64,13 +66,6 @@ POOLS: dict[str, Callable[..., Any]] = {
 }
 
 fork_only = pytest.mark.parametrize("start_method", ["fork"])
-
-
-def procpool_bug(reason: str, raises: type[BaseException] = AssertionError) -> pytest.MarkDecorator:
-    """Run against both pools; the procpool side is a known bug (strict xfail that
-    must fail with ``raises``, so a different failure is not taken for this bug)."""
-    xfail = pytest.mark.xfail(strict=True, raises=raises, reason=f"procpool bug: {reason}")
-    return pytest.mark.parametrize("impl", [STDLIB, pytest.param(PROCPOOL, marks=xfail)])
 
 
 @pytest.fixture(scope="module")
@@ -467,7 +462,7 @@ def test_initargs_can_carry_synchronization_primitives(
     assert event.is_set()
 
 
-# ------------------------------------------------ stdlib semantics procpool breaks
+# -------------------------------- stdlib semantics procpool once broke (regressions)
 
 
 #: Pool methods whose stdlib signature procpool copies (its extras are keyword-only).
@@ -479,24 +474,8 @@ SIGNATURE_METHODS = [
     "map_async",
     "starmap",
     "starmap_async",
-    pytest.param(
-        "imap",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="procpool bug: imap's chunksize defaults to None (adaptive) where "
-            "the stdlib's defaults to 1 (ee80eff); see "
-            "test_imap_default_chunksize_fails_only_the_failing_item",
-        ),
-    ),
-    pytest.param(
-        "imap_unordered",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="procpool bug: imap_unordered's chunksize defaults to None, not 1",
-        ),
-    ),
+    "imap",
+    "imap_unordered",
     "close",
     "terminate",
     "join",
@@ -526,15 +505,12 @@ def test_signatures_match_the_stdlib(name: str) -> None:
 
 
 @fork_only
-@procpool_bug(
-    "imap's default chunksize is adaptive (ee80eff), so an error deep into a long imap "
-    "fails its whole chunk: the results of the other items of that chunk are lost and "
-    "the error surfaces at the chunk's start, where the stdlib (chunksize=1) raises at "
-    "the failing item's position and yields every other result"
-)
 def test_imap_default_chunksize_fails_only_the_failing_item(
     make_pool: Callable[..., Any],
 ) -> None:
+    """An error deep into a long imap raises at its own position and every other
+    result still comes (an adaptive default chunk size lost the rest of the failing
+    chunk; fixed in 3e46531: the default is 1, as in the stdlib)."""
     pool = make_pool()
     expected: list[Any] = list(range(6000))
     expected[3000] = ValueError
@@ -542,20 +518,46 @@ def test_imap_default_chunksize_fails_only_the_failing_item(
 
 
 @fork_only
-@procpool_bug(
-    "a task dispatched (prefetched) to a worker that is busy with a long task waits "
-    "behind it, though another worker is idle: the map never finishes while the "
-    "long task runs",
-    raises=TimeoutError,
-)
-def test_queued_tasks_run_while_one_worker_is_busy(
+def test_queued_tasks_run_while_other_workers_are_busy(
     make_pool: Callable[..., Any], manager: Any
 ) -> None:
+    """While three of four workers run long tasks, the fourth runs everything queued
+    (the stdlib's workers pull from one queue). Calls prefetched behind a long one
+    waited for it until work stealing (3e46531); forty rounds, because the stealing
+    then lost the calls it handed back in about one round in three (fixed in 6d6e61f:
+    nothing is queued behind a call past the steal threshold)."""
+    workers = 4
+    pool = make_pool(workers)
+    expected = [x * x for x in range(300)]
+    assert pool.map(square, range(300), chunksize=1) == expected
+    gates = [(manager.Event(), manager.Event()) for _ in range(workers - 1)]
+    for _ in range(40):
+        for started, release in gates:
+            started.clear()
+            release.clear()
+        busy = [pool.apply_async(started_then_wait, gate) for gate in gates]
+        try:
+            for started, _ in gates:
+                assert started.wait(GET)
+            # The last worker is free for the whole map; GET is only a deadlock detector.
+            assert pool.map_async(square, range(300), chunksize=1).get(GET / 2) == expected
+        finally:
+            for _, release in gates:
+                release.set()
+        assert len({handle.get(GET) for handle in busy}) == workers - 1
+
+
+@fork_only
+def test_queued_tasks_run_while_a_worker_unpickles_a_slow_argument(
+    make_pool: Callable[..., Any], manager: Any
+) -> None:
+    """The same while the long task's arguments take half a second to unpickle (the
+    steal signal that landed before the call started was ignored; fixed in 2d4d6e3)."""
     pool = make_pool(2)
     expected = [x * x for x in range(200)]
     assert pool.map(square, range(200), chunksize=1) == expected
     release = manager.Event()
-    busy = pool.apply_async(wait_event, (release,))
+    busy = pool.apply_async(hold, (release, SlowToUnpickle()))
     try:
         # The other worker is free for the whole map; GET is only a deadlock detector.
         assert pool.map_async(square, range(200), chunksize=1).get(GET / 2) == expected
@@ -565,12 +567,9 @@ def test_queued_tasks_run_while_one_worker_is_busy(
 
 
 @fork_only
-@procpool_bug(
-    "imap reads its input lazily in the consumer's thread and submits it to the "
-    "engine, so after close() the next refill raises ValueError('Pool not running')",
-    raises=ValueError,
-)
 def test_imap_results_can_be_consumed_after_close(make_pool: Callable[..., Any]) -> None:
+    """close() then iterate (a lazily fed imap raised ValueError('Pool not running')
+    at its next refill; fixed in 3e46531)."""
     pool = make_pool(2)
     it = pool.imap(square, range(1000))
     pool.close()
