@@ -38,7 +38,6 @@ doomed worker's SIGKILL time. Nothing polls on a timer.
 
 from __future__ import annotations
 
-import enum
 import logging
 import multiprocessing.connection
 import os
@@ -52,37 +51,23 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from . import _serialize, _shm
+from ._callbacks import CallbackRunner
+from ._dispatching import Dispatching
 from ._errors import (
-    CancelledError,
     PoolBrokenError,
     RemoteError,
     RemoteTraceback,
     SerializationError,
-    TaskTimeoutError,
-    WorkerLostError,
 )
+from ._faults import FaultHandling
 from ._slot import DISCARD, Slot, Task, _parent_fds, close_parent_fd, parent_pipe
+from ._state import State
 from ._wire import ErrorReport, Kind
 from ._worker import WorkerConfig
 
 log = logging.getLogger("procpool")
 
-KILL_GRACE = 0.3
-MAX_START_FAILURES = 3
-MAX_START_KILLS = 20
-_EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
-_TARGET_QUEUED = 0.002
-_MAX_PREFETCH = 64
-_STEAL_MIN = 0.005
-_MAX_WAIT = 3600.0
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
-
-
-class State(enum.Enum):
-    RUNNING = "running"
-    CLOSING = "closing"
-    TERMINATING = "terminating"
-    BROKEN = "broken"
 
 
 class _Cancel:
@@ -100,52 +85,7 @@ class _Terminate:
     __slots__ = ()
 
 
-class CallbackRunner:
-    """A thread that runs user callbacks in order, so they never block the scheduler."""
-
-    def __init__(self) -> None:
-        self._queue: deque[Callable[[], None] | None] = deque()
-        self._ready = threading.Semaphore(0)
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def post(self, fn: Callable[[], None]) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="procpool-callbacks", daemon=True
-                    )
-                    self._thread.start()
-        self._queue.append(fn)
-        self._ready.release()
-
-    def _run(self) -> None:
-        while True:
-            self._ready.acquire()
-            fn = self._queue.popleft()
-            if fn is None:
-                return
-            try:
-                fn()
-            except BaseException:  # a bug in procpool's own wrapper; keep serving
-                log.exception("procpool callback thread error")
-
-    def is_current(self) -> bool:
-        return threading.current_thread() is self._thread
-
-    def stop(self) -> None:
-        """Run what is queued, then end the thread (a no-op from the thread itself)."""
-        with self._lock:
-            thread = self._thread
-        if thread is None or thread is threading.current_thread():
-            return
-        self._queue.append(None)
-        self._ready.release()
-        thread.join()
-
-
-class Engine:
+class Engine(FaultHandling, Dispatching):
     """The process backend shared by Pool and Executor."""
 
     def __init__(
@@ -469,69 +409,6 @@ class Engine:
         task.worker = None
         return task
 
-    def _note_service_time(self, seconds: float) -> None:
-        prev = self._service_time
-        self._service_time = seconds if prev is None else prev + 0.2 * (seconds - prev)
-
-    def _on_death(self, slot: Slot) -> None:
-        self._drain(slot)
-        exitcode = slot.reap()
-        self._forget(slot)
-        outstanding = list(slot.outstanding)
-        slot.outstanding.clear()
-        if outstanding and not slot.retiring:
-            head = outstanding.pop(0)
-            head.worker = None
-            self._fail_or_retry(head, WorkerLostError(slot.pid, exitcode, head.name))
-        self._requeue(outstanding)
-        if not slot.ready and not slot.doomed and self.state is not State.TERMINATING:
-            self._on_start_failure(slot, exitcode)
-
-    def _on_start_failure(self, slot: Slot, exitcode: int | None) -> None:
-        """Count a worker that died before READY; enough in a row break the pool.
-
-        A worker killed from outside while it starts (SIGKILL, SIGTERM: the OOM killer,
-        an operator) says nothing about the pool, so those count against a looser
-        limit than a failing initializer, an exit or a crash.
-        """
-        self._start_failures += 1
-        if slot.init_error:
-            self._last_init_error = slot.init_error
-        external = slot.init_error is None and exitcode in _EXTERNAL_KILLS
-        self._start_kills = self._start_kills + 1 if external else 0
-        limit = MAX_START_KILLS if self._start_kills == self._start_failures else (
-            MAX_START_FAILURES
-        )
-        if self._start_failures < limit:
-            return
-        why = self._last_init_error or f"the worker exited with code {exitcode} before it was ready"
-        self._break(
-            PoolBrokenError(
-                f"{self._start_failures} workers in a row failed to start; the pool is broken. "
-                f"Last failure:\n{why}"
-            )
-        )
-
-    def _break(self, error: BaseException) -> None:
-        with self._submit_lock:
-            self.state = State.BROKEN
-            self.broken_error = error
-        for task in self._drop_all():
-            self._resolve(task, False, error)
-
-    def _requeue(self, tasks: list[Task]) -> None:
-        for task in reversed(tasks):
-            task.worker = None
-            self._pending.appendleft(task)
-
-    def _fail_or_retry(self, task: Task, error: BaseException) -> None:
-        if task.cancelled:
-            return
-        if task.attempts <= task.retries and self.state in (State.RUNNING, State.CLOSING):
-            self._pending.appendleft(task)
-        else:
-            self._resolve(task, False, error)
-
     # -- results
 
     def _finish(self, task: Task, ok: bool, payload: bytes) -> None:
@@ -575,231 +452,6 @@ class Engine:
             sink._resolve(task.index, ok, value)
         except BaseException:
             log.exception("procpool: resolving a task failed")
-
-    # -- cancel, time limits, shutdown
-
-    def _on_cancel(self, task: Task) -> None:
-        task.cancelled = True
-        slot = task.worker
-        if slot is None or task not in slot.outstanding:
-            return  # pending (dispatch skips it) or already finished
-        if slot.outstanding[0] is task:
-            self._stop_slot(slot, time.monotonic())
-        else:
-            slot.queue(Kind.CANCEL, task.tid)
-            self._flush(slot)
-
-    def _stop_slot(self, slot: Slot, now: float) -> None:
-        """Kill a worker whose head task must stop; requeue the calls queued behind it."""
-        self._doom(slot, now)
-        queued = list(slot.outstanding)[1:]
-        head = slot.outstanding[0] if slot.outstanding else None
-        slot.outstanding.clear()
-        self._requeue(queued)
-        if head is not None:
-            head.worker = None
-            if not head.cancelled:
-                error = TaskTimeoutError(head.timeout or 0.0, slot.pid, head.name)
-                self._fail_or_retry(head, error)
-
-    def _doom(self, slot: Slot, now: float) -> None:
-        self._timed = True  # its SIGKILL time is a deadline
-        slot.doom(now, KILL_GRACE)
-
-    def _check_deadlines(self) -> None:
-        now = time.monotonic()
-        for slot in list(self._slots.values()):
-            if slot.kill_at is not None:
-                if now >= slot.kill_at:
-                    slot.signal(signal.SIGKILL)
-                    slot.kill_at = None
-                continue
-            if slot.outstanding:
-                timeout = slot.outstanding[0].timeout
-                if timeout is not None and now >= slot.head_started + timeout:
-                    self._stop_slot(slot, now)
-
-    def _steal_timeout(self) -> int | None:
-        when = self._next_steal()
-        return None if when is None else _ms_until(when)
-
-    def _poll_timeout(self) -> int | None:
-        nearest = self._next_steal()
-        for slot in self._slots.values():
-            if slot.kill_at is not None:
-                when: float | None = slot.kill_at
-            elif slot.outstanding and slot.outstanding[0].timeout is not None:
-                when = slot.head_started + slot.outstanding[0].timeout
-            else:
-                continue
-            if nearest is None or (when is not None and when < nearest):
-                nearest = when
-        if nearest is None:
-            return None
-        return _ms_until(nearest)
-
-    def _on_terminate(self) -> None:
-        if self._terminated:
-            return
-        self._terminated = True
-        error = CancelledError("the pool was terminated before this task finished")
-        for task in self._drop_all():
-            task.cancelled = True
-            self._resolve(task, False, error)
-        now = time.monotonic()
-        for slot in self._slots.values():
-            self._doom(slot, now)
-
-    def _drop_all(self) -> list[Task]:
-        """Take every task out of the pending queue and the slots."""
-        tasks = [t for t in self._pending if not t.cancelled]
-        self._pending.clear()
-        for slot in self._slots.values():
-            tasks.extend(slot.outstanding)
-            slot.outstanding.clear()
-        while self._inbox:
-            item = self._inbox.popleft()
-            if type(item) is Task:
-                tasks.append(item)
-        return tasks
-
-    def _wound_down(self) -> bool:
-        """After close/terminate: stop idle workers; True once none is left."""
-        if self.state is State.RUNNING:
-            return False
-        if self.state is State.TERMINATING:
-            self._on_terminate()
-        elif self.state is State.BROKEN:
-            now = time.monotonic()
-            for slot in self._slots.values():
-                self._doom(slot, now)
-        elif self.state is State.CLOSING:
-            if self._pending or self._inbox or self._feeders:
-                return False
-            if any(s.outstanding for s in self._slots.values()):
-                return False
-            for slot in self._slots.values():
-                if not slot.stop_sent and not slot.doomed:
-                    slot.stop()
-                    self._flush(slot)
-        return not self._slots
-
-    # -- dispatch
-
-    def _prefetch(self) -> int:
-        service = self._service_time
-        if service is None:
-            return 1
-        return max(1, min(_MAX_PREFETCH, int(_TARGET_QUEUED / max(service, 1e-6)) + 1))
-
-    def _dispatch(self) -> None:
-        pending = self._pending
-        if not pending or self.state in (State.TERMINATING, State.BROKEN):
-            return
-        limit = self._prefetch()
-        # Refill a worker only once it has drained to half its window: every write to
-        # its pipe then carries a batch of calls instead of one or two.
-        low = limit // 2
-        now = time.monotonic()
-        # A worker whose call has run past the steal threshold gets nothing more to
-        # queue behind it (not even the calls just stolen back from it).
-        busy_since = now - self._steal_after()
-        slots = [
-            s
-            for s in self._slots.values()
-            if s.usable()
-            and len(s.outstanding) <= low
-            and not (s.outstanding and s.head_started < busy_since)
-        ]
-        if not slots:
-            return
-        max_tasks = self._config.max_tasks
-        touched: set[Slot] = set()
-        for depth in range(limit):
-            if not pending:
-                break
-            for slot in slots:
-                if not pending:
-                    break
-                if len(slot.outstanding) > depth:
-                    continue
-                if max_tasks is not None and slot.sent >= max_tasks:
-                    continue
-                task = pending.popleft()
-                while task.cancelled and pending:
-                    task = pending.popleft()
-                if task.cancelled:
-                    break
-                self._assign(slot, task, now)
-                touched.add(slot)
-        for slot in touched:
-            self._flush(slot)
-
-    # -- work stealing
-
-    def _steal_after(self) -> float:
-        """How long a head may run before the calls queued behind it are taken back."""
-        return max(_STEAL_MIN, 4 * (self._service_time or 0.0))
-
-    def _victims(self) -> list[Slot]:
-        """Slots holding queued calls behind a running one while another worker idles."""
-        if self._pending:
-            return []
-        victims = []
-        idle = False
-        for slot in self._slots.values():
-            held = len(slot.outstanding)
-            if held > 1:
-                if not (slot.stealing or slot.doomed):
-                    victims.append(slot)
-            elif not held and slot.usable():
-                idle = True
-        if not (victims and idle) or self.state not in (State.RUNNING, State.CLOSING):
-            return []
-        return victims
-
-    def _next_steal(self) -> float | None:
-        victims = self._victims()
-        if not victims:
-            return None
-        return min(s.head_started for s in victims) + self._steal_after()
-
-    def _steal(self) -> None:
-        """Take back the calls queued behind a long-running one, for an idle worker.
-
-        A worker reads its calls ahead, so a long task can hold short ones hostage
-        while another worker has nothing to do. We send CANCEL for them and SIGUSR1:
-        the worker's handler reads the pipe in the middle of the long call and answers
-        CANCELLED for each call it had not started; those go back to the pending queue.
-        """
-        now = time.monotonic()
-        after = self._steal_after()
-        for slot in self._victims():
-            if now - slot.head_started < after:
-                continue
-            for task in list(slot.outstanding)[1:]:
-                slot.queue(Kind.CANCEL, task.tid)
-            slot.stealing = True
-            self._flush(slot)
-            slot.signal(signal.SIGUSR1)
-
-    def _assign(self, slot: Slot, task: Task, now: float) -> None:
-        if task.timeout is not None:
-            self._timed = True
-        if not slot.outstanding:
-            slot.head_started = now
-        task.worker = slot
-        task.attempts += 1
-        slot.sent += 1
-        slot.outstanding.append(task)
-        slot.queue_call(task)
-
-
-def _ms_until(when: float) -> int:
-    """Milliseconds from now until ``when``, for poll(); capped (a time limit of
-    1e10 s or infinity is just a very long wait)."""
-    seconds = min(max(0.0, when - time.monotonic()), _MAX_WAIT)
-    return int(seconds * 1000) + 1
 
 
 def _rebuild_error(payload: bytes) -> BaseException:

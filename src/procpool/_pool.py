@@ -10,10 +10,11 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import _serialize
-from ._engine import Engine, State
+from ._engine import Engine
 from ._progress import ProgressOption, progress_bar, track_map
 from ._results import AsyncResult, IMapIterator, MapResult
 from ._slot import Task
+from ._state import State
 from ._worker import APPLY, MAP, STARMAP
 
 T = TypeVar("T")

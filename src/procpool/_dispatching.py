@@ -1,0 +1,158 @@
+"""Dispatch and work stealing: which worker gets which call (part of the scheduler).
+
+Runs on the scheduler thread only, as a part of :class:`procpool._engine.Engine`.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ._slot import Slot, Task
+from ._state import State
+from ._wire import Kind
+
+if TYPE_CHECKING:
+    from ._worker import WorkerConfig
+
+_TARGET_QUEUED = 0.002
+_MAX_PREFETCH = 64
+_STEAL_MIN = 0.005
+_MAX_WAIT = 3600.0
+
+
+def ms_until(when: float) -> int:
+    """Milliseconds from now until ``when``, for poll(); capped (a time limit of
+    1e10 s or infinity is just a very long wait)."""
+    seconds = min(max(0.0, when - time.monotonic()), _MAX_WAIT)
+    return int(seconds * 1000) + 1
+
+
+class Dispatching:
+    """Prefetch sizing, dispatch and work stealing."""
+
+    if TYPE_CHECKING:  # provided by Engine
+        state: State
+        _config: WorkerConfig
+        _pending: deque[Task]
+        _slots: dict[int, Slot]
+        _service_time: float | None
+        _timed: bool
+
+        def _flush(self, slot: Slot) -> None: ...
+
+    def _prefetch(self) -> int:
+        service = self._service_time
+        if service is None:
+            return 1
+        return max(1, min(_MAX_PREFETCH, int(_TARGET_QUEUED / max(service, 1e-6)) + 1))
+
+    def _dispatch(self) -> None:
+        pending = self._pending
+        if not pending or self.state in (State.TERMINATING, State.BROKEN):
+            return
+        limit = self._prefetch()
+        # Refill a worker only once it has drained to half its window: every write to
+        # its pipe then carries a batch of calls instead of one or two.
+        low = limit // 2
+        now = time.monotonic()
+        # A worker whose call has run past the steal threshold gets nothing more to
+        # queue behind it (not even the calls just stolen back from it).
+        busy_since = now - self._steal_after()
+        slots = [
+            s
+            for s in self._slots.values()
+            if s.usable()
+            and len(s.outstanding) <= low
+            and not (s.outstanding and s.head_started < busy_since)
+        ]
+        if not slots:
+            return
+        max_tasks = self._config.max_tasks
+        touched: set[Slot] = set()
+        for depth in range(limit):
+            if not pending:
+                break
+            for slot in slots:
+                if not pending:
+                    break
+                if len(slot.outstanding) > depth:
+                    continue
+                if max_tasks is not None and slot.sent >= max_tasks:
+                    continue
+                task = pending.popleft()
+                while task.cancelled and pending:
+                    task = pending.popleft()
+                if task.cancelled:
+                    break
+                self._assign(slot, task, now)
+                touched.add(slot)
+        for slot in touched:
+            self._flush(slot)
+
+    def _steal_after(self) -> float:
+        """How long a head may run before the calls queued behind it are taken back."""
+        return max(_STEAL_MIN, 4 * (self._service_time or 0.0))
+
+    def _victims(self) -> list[Slot]:
+        """Slots holding queued calls behind a running one while another worker idles."""
+        if self._pending:
+            return []
+        victims = []
+        idle = False
+        for slot in self._slots.values():
+            held = len(slot.outstanding)
+            if held > 1:
+                if not (slot.stealing or slot.doomed):
+                    victims.append(slot)
+            elif not held and slot.usable():
+                idle = True
+        if not (victims and idle) or self.state not in (State.RUNNING, State.CLOSING):
+            return []
+        return victims
+
+    def _next_steal(self) -> float | None:
+        victims = self._victims()
+        if not victims:
+            return None
+        return min(s.head_started for s in victims) + self._steal_after()
+
+    def _steal(self) -> None:
+        """Take back the calls queued behind a long-running one, for an idle worker.
+
+        A worker reads its calls ahead, so a long task can hold short ones hostage
+        while another worker has nothing to do. We send CANCEL for them and SIGUSR1:
+        the worker's handler reads the pipe in the middle of the long call and answers
+        CANCELLED for each call it had not started; those go back to the pending queue.
+        """
+        now = time.monotonic()
+        after = self._steal_after()
+        for slot in self._victims():
+            if now - slot.head_started < after:
+                continue
+            for task in list(slot.outstanding)[1:]:
+                slot.queue(Kind.CANCEL, task.tid)
+            slot.stealing = True
+            self._flush(slot)
+            slot.signal(signal.SIGUSR1)
+
+    def _assign(self, slot: Slot, task: Task, now: float) -> None:
+        if task.timeout is not None:
+            self._timed = True
+        if not slot.outstanding:
+            slot.head_started = now
+        task.worker = slot
+        task.attempts += 1
+        slot.sent += 1
+        slot.outstanding.append(task)
+        slot.queue_call(task)
+
+    def _steal_timeout(self) -> int | None:
+        when = self._next_steal()
+        return None if when is None else ms_until(when)
+
+    def _note_service_time(self, seconds: float) -> None:
+        prev = self._service_time
+        self._service_time = seconds if prev is None else prev + 0.2 * (seconds - prev)
