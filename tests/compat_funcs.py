@@ -128,3 +128,11 @@ class SlowToUnpickle:
 def hold(release: Any, _: object = None) -> object:
     """Block until ``release`` is set (the second argument only rides along)."""
     return wait_event(release)
+
+
+def make_bytes(size: int) -> bytes:
+    return b"x" * size
+
+
+def length(data: bytes) -> int:
+    return len(data)

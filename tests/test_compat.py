@@ -42,6 +42,8 @@ from compat_funcs import (
     hold,
     imap_gate,
     init_report,
+    length,
+    make_bytes,
     pid_of,
     raise_error,
     raise_in_named_function,
@@ -280,6 +282,36 @@ def test_exceptions_keep_their_type(make_pool: Callable[..., Any]) -> None:
     assert _drain(pool.imap(square, _failing_input())) == [1, 4, CustomError]
 
 
+def test_large_arguments_and_results(make_pool: Callable[..., Any]) -> None:
+    """Megabytes each way (procpool sends large buffers out of band)."""
+    pool = make_pool()
+    big = 8 * 1024 * 1024
+    assert pool.apply(make_bytes, (big,)) == b"x" * big
+    assert pool.apply(length, (b"y" * big,)) == big
+    assert pool.map(length, [b"z" * (big // 4)] * 6) == [big // 4] * 6
+    sizes = [big // 8, 5, big // 2]
+    assert [len(x) for x in pool.imap(make_bytes, sizes)] == sizes
+
+
+@fork_only
+def test_callbacks_can_submit_more_work(make_pool: Callable[..., Any]) -> None:
+    """A callback hands its result to a new task (the crawler pattern, chained)."""
+    pool = make_pool()
+    done = threading.Event()
+    chained: list[int] = []
+
+    def then_square_again(value: int) -> None:
+        pool.apply_async(square, (value,), callback=finish)
+
+    def finish(value: int) -> None:
+        chained.append(value)
+        done.set()
+
+    pool.apply_async(square, (3,), callback=then_square_again)
+    assert done.wait(GET)
+    assert chained == [81]
+
+
 # ------------------------------------------------------------------- AsyncResult
 
 
@@ -360,6 +392,10 @@ def test_close_and_join_rules(make_pool: Callable[..., Any]) -> None:
             call()
     pool.join()
     assert queued.get(GET) == 16  # close() lets queued work finish
+    pool.close()  # all of these may be repeated
+    pool.join()
+    pool.terminate()
+    pool.join()
 
 
 @fork_only
