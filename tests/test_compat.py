@@ -717,10 +717,10 @@ def test_imap_reads_an_endless_input_lazily(pp: procpool.Pool) -> None:
     assert list(itertools.islice(it, 4000)) == [x * x for x in range(20, 4020)]
     assert 4020 <= pulled <= 4020 + bound
 
-    # Adaptive chunks (the default) grow to at most 4096 items, in a short window of
-    # chunks: the read-ahead stays bounded however long the input runs.
+    # Adaptive chunks (chunksize=None) grow to at most 4096 items, in a short window
+    # of chunks: the read-ahead stays bounded however long the input runs.
     pulled = 0
-    adaptive = pp.imap(square, numbers())
+    adaptive = pp.imap(square, numbers(), chunksize=None)
     assert list(itertools.islice(adaptive, 50_000)) == [x * x for x in range(50_000)]
     assert 50_000 <= pulled <= 50_000 + 16 * 4096
 
