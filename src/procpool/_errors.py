@@ -10,7 +10,7 @@ catching it::
     │   ├── PoolBrokenError        (also BrokenProcessPool)   the pool cannot start workers
     │   ├── TaskTimeoutError       (also multiprocessing.TimeoutError, TimeoutError)
     │   ├── GetTimeoutError        (also multiprocessing.TimeoutError, TimeoutError)
-    │   ├── SerializationError     (also pickle.PicklingError)
+    │   ├── SerializationError     (also pickle.PicklingError, TypeError)
     │   ├── RemoteError                                       an exception that could not cross
     │   └── CancelledError         (also concurrent.futures.CancelledError)
     └── RemoteTraceback                                       the worker's traceback text,
@@ -120,8 +120,11 @@ class GetTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError)
     """``get(timeout)`` or ``wait`` ran out of time; the task itself goes on."""
 
 
-class SerializationError(ProcpoolError, pickle.PicklingError):
+class SerializationError(ProcpoolError, pickle.PicklingError, TypeError):
     """A call, result or exception could not be pickled or unpickled.
+
+    Also a TypeError, because that is what the stdlib raises for an argument that
+    cannot be pickled (``cannot pickle '_thread.lock' object``).
 
     ``stage`` says where: ``"pickle task"``, ``"unpickle task"``, ``"pickle result"``,
     ``"unpickle result"`` or ``"unpickle error"``.
