@@ -54,9 +54,10 @@ class Dispatching:
         if not pending or self.state in (State.TERMINATING, State.BROKEN):
             return
         limit = self._prefetch()
-        # Refill a worker only once it has drained to half its window: every write to
-        # its pipe then carries a batch of calls instead of one or two.
-        low = limit // 2
+        # A wide window (short calls) is refilled once it has drained to half: every
+        # write then carries a batch of calls. A narrow one (calls of a millisecond or
+        # more) is topped up as soon as a call finishes, so the worker never waits.
+        low = limit // 2 if limit >= 8 else limit - 1
         now = time.monotonic()
         # A worker whose call has run past the steal threshold gets nothing more to
         # queue behind it (not even the calls just stolen back from it).
