@@ -93,6 +93,7 @@ class Pool:
         self._processes = processes
         self._task_timeout = task_timeout
         self._retries = retries
+        self._default_options = (task_timeout, retries)
         self._engine = Engine(
             get_context(context),
             processes,
@@ -312,6 +313,8 @@ class Pool:
             raise self._engine._not_running_error()
 
     def _options(self, task_timeout: float | None, retries: int | None) -> tuple[float | None, int]:
+        if task_timeout is None and retries is None:
+            return self._default_options
         _check_positive("task_timeout", task_timeout)
         if retries is not None and (not isinstance(retries, int) or retries < 0):
             raise ValueError(f"retries must be a non-negative int, got {retries!r}")

@@ -149,10 +149,19 @@ class AsyncResult(Generic[T]):
             self._done = True
             self._ok = ok
             self._value = value
-        if (self._callback if ok else self._error_callback) is not None:
-            self._engine.callbacks.post(self._run_callback)
+            if (self._callback if ok else self._error_callback) is None:
+                # No callback: ready at once, under the same lock (the common case).
+                self._ready = True
+                self._gate.release()
+                hooks, self._hooks = self._hooks, None
+                if not hooks:
+                    return True
+            else:
+                hooks = None
+        if hooks is not None:
+            _run_hooks(self, hooks)
         else:
-            self._mark_ready()
+            self._engine.callbacks.post(self._run_callback)
         return True
 
     def _run_callback(self) -> None:
@@ -170,11 +179,16 @@ class AsyncResult(Generic[T]):
             self._ready = True
             self._gate.release()
             hooks, self._hooks = self._hooks, None
-        for hook in hooks or ():
-            try:
-                hook(self)
-            except BaseException:
-                log.exception("procpool: a completion hook raised")
+        if hooks:
+            _run_hooks(self, hooks)
+
+
+def _run_hooks(result: AsyncResult[Any], hooks: list[Callable[[AsyncResult[Any]], None]]) -> None:
+    for hook in hooks:
+        try:
+            hook(result)
+        except BaseException:
+            log.exception("procpool: a completion hook raised")
 
 
 class _Failure:

@@ -136,7 +136,23 @@ def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tup
 
 
 def describe(fn: object) -> str:
-    """A short name for a callable, used in error messages."""
+    """A short name for a callable, used in error messages (cached per function)."""
+    try:
+        return _names[fn]
+    except (KeyError, TypeError):
+        pass
+    name = _describe(fn)
+    try:
+        _names[fn] = name
+    except TypeError:
+        pass
+    return name
+
+
+_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def _describe(fn: object) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if name is None:
         return type(fn).__name__

@@ -110,7 +110,8 @@ class FrameReader:
             end = start + size
             if len(buf) < end:
                 return
-            payload = bytes(buf[start:end])
+            with memoryview(buf) as view:  # one copy, not two (a bytearray slice copies)
+                payload = bytes(view[start:end])
             self._pos = end
             yield kind, tid, payload
 
