@@ -23,27 +23,8 @@ DEADLOCK_SECONDS = 30.0
 _init_value: Any = None
 
 
-class CustomError(Exception):
-    """An exception type of our own, to check that workers' errors keep their type."""
-
-
-def square(x: int) -> int:
-    return x * x
-
-
-def add(a: int, b: int = 0) -> int:
-    return a + b
-
-
-def pid_of(_: object = None) -> int:
-    return os.getpid()
-
-
-def fail_on_three(x: int) -> int:
-    """``x * x``, except for 3, which raises ValueError."""
-    if x == 3:
-        raise ValueError("three is not allowed")
-    return x * x
+# The basic tasks are shared with the Pool tests.
+from compat_funcs import CustomError, add, fail_on_three, pid_of, square  # noqa: E402, F401
 
 
 def raise_custom(message: str) -> None:

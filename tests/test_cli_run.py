@@ -29,6 +29,8 @@ from typing import Any
 
 import pytest
 
+from proc_utils import still_alive_after
+
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 60.0
 
@@ -145,20 +147,9 @@ def hanging_workers(reports: Lines, count: int) -> set[int]:
 
 
 def assert_gone(pids: set[int], timeout: float = 20.0) -> None:
-    """Each process has exited (or exits within ``timeout``): waited on with a pidfd."""
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            left = max(0.0, deadline - time.monotonic())
-            assert poller.poll(left * 1000), f"worker {pid} outlived its parent"
-        finally:
-            os.close(fd)
+    """Each process has exited (or exits within ``timeout``)."""
+    alive = still_alive_after(pids, timeout)
+    assert not alive, f"workers {alive} outlived their parent"
 
 
 # -- the normal run

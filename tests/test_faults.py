@@ -11,7 +11,6 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -22,6 +21,7 @@ import pytest
 
 import fault_funcs as ff
 import procpool
+from proc_utils import still_alive_after
 from procpool import (
     CancelledError,
     PoolBrokenError,
@@ -292,23 +292,6 @@ def _run_script(
     return proc, pids
 
 
-def _wait_gone(pids: list[int], timeout: float) -> list[int]:
-    """The pids still alive after ``timeout`` seconds (pidfds: no polling)."""
-    alive = []
-    for pid in pids:
-        try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        try:
-            ready, _, _ = select.select([fd], [], [], timeout)
-            if not ready:
-                alive.append(pid)
-        finally:
-            os.close(fd)
-    return alive
-
-
 @pytest.mark.timeout(60)
 def test_ctrl_c_cancels_and_close_join_returns(start_method: str, tmp_path: Path) -> None:
     proc, pids = _run_script(tmp_path, start_method, "close")
@@ -316,7 +299,7 @@ def test_ctrl_c_cancels_and_close_join_returns(start_method: str, tmp_path: Path
     out, err = proc.communicate(timeout=20)
     assert "JOINED" in out
     assert "KeyboardInterrupt" in err
-    assert _wait_gone(pids, 5) == []
+    assert still_alive_after(pids, 5) == []
 
 
 @pytest.mark.timeout(60)
@@ -324,7 +307,7 @@ def test_parent_sigkill_leaves_no_orphans(start_method: str, tmp_path: Path) -> 
     proc, pids = _run_script(tmp_path, start_method, "none")
     proc.kill()
     proc.communicate(timeout=20)
-    assert _wait_gone(pids, 1.0) == []
+    assert still_alive_after(pids, 1.0) == []
 
 
 def test_workers_keep_default_sigterm_whatever_the_parent_installed() -> None:

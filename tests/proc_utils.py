@@ -1,0 +1,31 @@
+"""Process helpers shared by the tests that start programs of their own."""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from collections.abc import Iterable
+
+
+def still_alive_after(pids: Iterable[int], timeout: float) -> list[int]:
+    """The pids that have not exited within ``timeout`` seconds in all.
+
+    Waits on a pidfd per process (an event, not a polling loop); works for processes
+    that are not our children, such as a killed program's workers.
+    """
+    deadline = time.monotonic() + timeout
+    alive = []
+    for pid in pids:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            continue
+        try:
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            if not poller.poll(max(0.0, deadline - time.monotonic()) * 1000):
+                alive.append(pid)
+        finally:
+            os.close(fd)
+    return alive
