@@ -52,7 +52,6 @@ from typing import Any
 
 from . import _serialize, _shm
 from ._callbacks import CallbackRunner
-from ._dispatching import Dispatching
 from ._errors import (
     PoolBrokenError,
     RemoteError,
@@ -85,7 +84,7 @@ class _Terminate:
     __slots__ = ()
 
 
-class Engine(FaultHandling, Dispatching):
+class Engine(FaultHandling):
     """The process backend shared by Pool and Executor."""
 
     def __init__(

@@ -11,7 +11,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._dispatching import ms_until
+from ._dispatching import Dispatching, ms_until
 from ._errors import CancelledError, PoolBrokenError, TaskTimeoutError, WorkerLostError
 from ._slot import Slot, Task
 from ._state import State
@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     import threading
 
     from ._engine import _Cancel, _Close, _Terminate
-    from ._worker import WorkerConfig
 
 log = logging.getLogger("procpool")
 
@@ -31,18 +30,10 @@ MAX_START_KILLS = 20
 _EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
 
 
-class FaultHandling:
+class FaultHandling(Dispatching):
     """What the scheduler does when a worker dies, a call overruns, or the pool ends."""
 
     if TYPE_CHECKING:  # provided by Engine
-        state: State
-        _config: WorkerConfig
-        _pending: deque[Task]
-        _slots: dict[int, Slot]
-        _service_time: float | None
-        _timed: bool
-
-        def _flush(self, slot: Slot) -> None: ...
         broken_error: BaseException | None
         _submit_lock: threading.Lock
         _inbox: deque[Task | _Cancel | _Close | _Terminate]
@@ -55,7 +46,6 @@ class FaultHandling:
         def _drain(self, slot: Slot) -> None: ...
         def _forget(self, slot: Slot) -> None: ...
         def _resolve(self, task: Task, ok: bool, value: Any) -> None: ...
-        def _next_steal(self) -> float | None: ...
 
     def _on_death(self, slot: Slot) -> None:
         self._drain(slot)
