@@ -66,3 +66,14 @@ def test_a_retry_sees_the_original_argument(tmp_path: Path) -> None:
         out = pool.apply(sf.scribble_then_die, (big, str(tmp_path / "m")))
     assert (out == -1).all()
     assert (big == 1).all()
+
+
+def test_large_bytes_cross_out_of_band_and_come_back_as_bytes(start_method: str) -> None:
+    blob = os.urandom(3 * MB)
+    with procpool.Pool(1, context=start_method) as pool:
+        back = pool.apply(sf.echo, (blob,))
+        assert type(back) is bytes and back == blob
+        nested = pool.apply(sf.echo, ([blob, {"k": blob}, "small"],))
+        assert nested == [blob, {"k": blob}, "small"]
+        assert type(nested[1]["k"]) is bytes
+        assert open_memfds() == 0

@@ -65,6 +65,16 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
         except Exception:
             # By reference it still works wherever __main__ is importable (fork, scripts).
             return data
+    if fds is not None and len(data) >= _shm.THRESHOLD and not fds:
+        # A large pickle with nothing out of band: large bytes, most likely.
+        try:
+            again = pickle.dumps(
+                _shm.wrap_large_bytes(obj), PROTOCOL, buffer_callback=_shm.collector(fds)
+            )
+        except Exception:
+            _drop(fds)
+            return data
+        return again if fds else data
     return data
 
 

@@ -47,6 +47,38 @@ def collector(fds: list[int]) -> Any:
     return take
 
 
+class _BigBytes:
+    """Stands in for a large ``bytes`` so that it pickles out of band.
+
+    Protocol 5 moves bytearrays, memoryviews and numpy arrays out of band but not
+    ``bytes`` (and the C pickler never asks a hook about exact bytes), so a large
+    one is wrapped: it unpickles as plain ``bytes``, copied once from the mapping.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        return bytes, (pickle.PickleBuffer(self.data),)
+
+
+def wrap_large_bytes(obj: Any, depth: int = 3) -> Any:
+    """``obj`` with its large ``bytes`` wrapped, looking into tuples, lists and dict
+    values down to ``depth`` levels (a call is ``(mode, args, kwargs)``)."""
+    kind = type(obj)
+    if kind is bytes:
+        return _BigBytes(obj) if len(obj) >= THRESHOLD else obj
+    if depth == 0:
+        return obj
+    if kind is tuple or kind is list:
+        return kind(wrap_large_bytes(item, depth - 1) for item in obj)
+    if kind is dict:
+        return {key: wrap_large_bytes(value, depth - 1) for key, value in obj.items()}
+    return obj
+
+
 def _to_memfd(view: memoryview) -> int:
     fd = os.memfd_create("procpool", os.MFD_CLOEXEC)
     try:

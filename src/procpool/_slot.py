@@ -53,6 +53,19 @@ class Sink(Protocol):
     def _resolve(self, index: int, ok: bool, value: Any) -> None: ...
 
 
+_F_SETPIPE_SZ = 1031  # Linux: fcntl.F_SETPIPE_SZ (named in the fcntl module on 3.10+)
+_PIPE_SIZE = 1 << 20
+
+
+def _widen(fd: int) -> None:
+    """Give a pipe 1 MiB of buffer (Linux): a large frame then crosses in 16 times
+    fewer writes and wake-ups than through the default 64 KiB."""
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", _F_SETPIPE_SZ), _PIPE_SIZE)
+
+
 class _Discard:
     """The sink of a task already resolved: later outcomes go nowhere."""
 
@@ -110,6 +123,8 @@ class Slot:
     def __init__(self, ctx: Any, config: _worker.WorkerConfig) -> None:
         task_r, self.task_fd = os.pipe()
         self.result_fd, result_w = os.pipe()
+        _widen(self.task_fd)
+        _widen(self.result_fd)
         # Descriptors of large buffers (memfds) travel on this socket, beside the pipes.
         parent_sock, child_sock = (
             s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -140,6 +155,7 @@ class Slot:
         self.sentinel: int = self.process.sentinel
         self.reader = FrameReader(self.result_fd)
         self.outbox: list[bytes] = []
+        self.unsent: memoryview | None = None
         self.outstanding: deque[Task] = deque()
         self.head_started = 0.0
         self.sent = 0
@@ -171,20 +187,30 @@ class Slot:
         )
 
     def flush(self) -> bool:
-        """Write as much of the outbox as the pipe takes. True when all was written."""
-        if not self.outbox:
-            return True
-        data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
-        try:
-            n = os.write(self.task_fd, data)
-        except BlockingIOError:
-            n = 0
-        except (BrokenPipeError, OSError):
-            # The worker is dead or dying; its sentinel will report it.
-            self.outbox.clear()
-            return True
-        self.outbox = [data[n:]] if n < len(data) else []
-        return not self.outbox
+        """Write as much of the outbox as the pipe takes. True when all was written.
+
+        What the pipe did not take waits as a memoryview and an offset: slicing the
+        bytes instead would copy the rest of a large frame after every 64 KiB write.
+        """
+        while True:
+            if self.unsent is None:
+                if not self.outbox:
+                    return True
+                data = self.outbox[0] if len(self.outbox) == 1 else b"".join(self.outbox)
+                self.outbox = []
+                self.unsent = memoryview(data)
+            try:
+                n = os.write(self.task_fd, self.unsent)
+            except BlockingIOError:
+                return False
+            except OSError:
+                # The worker is dead or dying; its sentinel will report it.
+                self.unsent = None
+                self.outbox.clear()
+                return True
+            self.unsent = self.unsent[n:] if n < len(self.unsent) else None
+            if self.unsent is not None:
+                return False
 
     def stop(self) -> None:
         self.queue(Kind.STOP, 0)

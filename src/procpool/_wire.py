@@ -32,6 +32,7 @@ from dataclasses import dataclass
 HEADER = struct.Struct("<IBQ")
 HEADER_SIZE = HEADER.size
 _READ_SIZE = 1 << 16
+_MAX_READ = 1 << 20  # a pipe holds at most this much (see _slot._widen)
 
 
 class Kind(enum.IntEnum):
@@ -90,7 +91,7 @@ class FrameReader:
         buf = self._buf
         if len(buf) - self._pos >= HEADER_SIZE:
             (size,) = struct.unpack_from("<I", buf, self._pos)
-            want = max(want, size + HEADER_SIZE - (len(buf) - self._pos))
+            want = min(_MAX_READ, max(want, size + HEADER_SIZE - (len(buf) - self._pos)))
         data = os.read(self._fd, want)
         if not data:
             return False
