@@ -100,11 +100,34 @@ def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
 
 
 def dumps_function(fn: object) -> bytes:
-    """Pickle a callable once and remember the bytes."""
+    """Pickle a callable once and remember the bytes.
+
+    The last function asked for is checked first (a loop of apply_async calls asks
+    for the same one each time); a WeakKeyDictionary lookup costs a weakref per call.
+    """
+    last = _last_fn
+    if last is not None and last[0]() is fn:
+        return last[1]
     try:
-        return _fn_cache[fn]
+        data = _fn_cache[fn]
     except (KeyError, TypeError):
-        pass
+        data = _pickle_function(fn)
+    _remember_last(fn, data)
+    return data
+
+
+_last_fn: tuple[weakref.ref[Any], bytes] | None = None
+
+
+def _remember_last(fn: object, data: bytes) -> None:
+    global _last_fn
+    try:
+        _last_fn = (weakref.ref(fn), data)
+    except TypeError:  # not weak-referenceable
+        _last_fn = None
+
+
+def _pickle_function(fn: object) -> bytes:
     data = dumps(fn)
     try:
         _fn_cache[fn] = data
@@ -147,16 +170,27 @@ def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tup
 
 def describe(fn: object) -> str:
     """A short name for a callable, used in error messages (cached per function)."""
+    last = _last_name
+    if last is not None and last[0]() is fn:
+        return last[1]
     try:
-        return _names[fn]
+        name = _names[fn]
     except (KeyError, TypeError):
-        pass
-    name = _describe(fn)
-    try:
-        _names[fn] = name
-    except TypeError:
-        pass
+        name = _describe(fn)
+        try:
+            _names[fn] = name
+        except TypeError:
+            return name
+    _remember_last_name(fn, name)
     return name
+
+
+_last_name: tuple[weakref.ref[Any], str] | None = None
+
+
+def _remember_last_name(fn: object, name: str) -> None:
+    global _last_name
+    _last_name = (weakref.ref(fn), name)
 
 
 _names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
