@@ -326,3 +326,49 @@ def test_huge_time_limits_mean_no_limit(limit: float) -> None:
     with procpool.Pool(1, task_timeout=limit) as pool:
         assert pool.apply(ff.square, (3,)) == 9
         assert pool.apply(ff.square, (4,), task_timeout=limit) == 16
+
+
+@pytest.mark.parametrize("action", ff.ACTIONS)
+def test_blocking_apply_direct_path_survives_crashes(start_method: str, action: str) -> None:
+    """A lone blocking apply runs on a worker lent to the caller; a crash there is
+    handed back to the scheduler and fails only that call."""
+    with procpool.Pool(1, context=start_method) as pool:
+        assert pool.apply(ff.square, (3,)) == 9
+        with pytest.raises(BaseException) as info:
+            pool.apply(ff.run_action, (action,))
+        if action == "raise":
+            assert type(info.value) is ff.TrapError
+        else:
+            _check_lost(info.value, action)
+        assert [pool.apply(ff.square, (i,)) for i in range(20)] == [i * i for i in range(20)]
+
+
+def test_blocking_apply_from_threads_while_workers_die(tmp_path: Path) -> None:
+    """Many threads calling apply at once, some calls killing their worker: every
+    call ends with its result or WorkerLostError, and nothing hangs."""
+    import threading
+
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def caller(k: int) -> None:
+        for i in range(30):
+            try:
+                if i % 10 == 7:
+                    pool.apply(ff.run_action, ("sigkill",))
+                    got: object = "no error"
+                else:
+                    got = pool.apply(ff.square, (k * 100 + i,)) == (k * 100 + i) ** 2
+            except WorkerLostError:
+                got = "lost"
+            with lock:
+                outcomes.append(got)
+
+    with procpool.Pool(2) as pool:
+        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(outcomes) == 120
+    assert outcomes.count("lost") == 12 and outcomes.count(True) == 108

@@ -66,6 +66,8 @@ from ._worker import WorkerConfig
 
 log = logging.getLogger("procpool")
 
+# A call lent to an idle worker (call_direct) must fit the pipe in one write.
+_DIRECT_MAX = 1 << 16
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -116,12 +118,14 @@ class Engine(FaultHandling):
         self.broken_error: BaseException | None = None
         self._inbox: deque[Task | _Cancel | _Close | _Terminate] = deque()
         self._submit_lock = threading.Lock()
+        self._table_lock = threading.Lock()
         self._wake_r, self._wake_w = parent_pipe()
         os.set_blocking(self._wake_r, False)
         # The write end lives as long as this object, not the scheduler: a cancel(),
         # close() or terminate() after the scheduler ended must find this pipe (a
         # write to a closed end fails quietly), never a reused descriptor number.
-        weakref.finalize(self, close_parent_fd, self._wake_w)
+        self.owner_pid = os.getpid()
+        weakref.finalize(self, _close_in_owner, self._wake_w, self.owner_pid)
         self._wake_pending = False
         self._feeders = 0
         self._feeder_threads: list[threading.Thread] = []
@@ -214,6 +218,73 @@ class Engine(FaultHandling):
         self.callbacks.stop()
         return True
 
+    def call_direct(self, task: Task) -> bool:
+        """Run one call on an idle worker from the caller's thread (a blocking apply).
+
+        The scheduler lends the caller an idle worker: the caller writes the call and
+        waits on that worker's pipe itself, so a lone ``apply`` costs no thread
+        hand-off. Everything else stays the scheduler's: on a death, a Ctrl-C or
+        anything unusual the worker is handed back with the call as its head, and the
+        normal machinery finishes the job. False when no worker can be lent (the call
+        then goes through ``submit``).
+        """
+        slot = self._lend(task)
+        if slot is None:
+            return False
+        try:
+            self._wait_direct(slot, task)
+        finally:
+            self._give_back(slot)
+        return True
+
+    def _lend(self, task: Task) -> Slot | None:
+        if task.timeout is not None or task.fds or len(task.payload) > _DIRECT_MAX:
+            return None
+        if not self._table_lock.acquire(False):
+            return None
+        try:
+            if self.state is not State.RUNNING or self._pending or self._inbox:
+                return None
+            slot = next((s for s in self._slots.values() if s.lendable()), None)
+            if slot is None:
+                return None
+            with self._submit_lock:
+                task.tid = self._next_tid
+                self._next_tid += 1
+            slot.lent = True
+            self._unwatch(slot.result_fd)
+            self._unwatch(slot.sentinel)
+            self._assign(slot, task, time.monotonic())
+            slot.flush()
+        finally:
+            self._table_lock.release()
+        self._wake()  # let the scheduler poll again without the lent worker's pipes
+        return slot
+
+    def _wait_direct(self, slot: Slot, task: Task) -> None:
+        poller = select.poll()
+        poller.register(slot.result_fd, _POLL_IN)
+        poller.register(slot.sentinel, _POLL_IN)
+        while task.worker is slot:
+            if slot.result_fd not in {fd for fd, _ in poller.poll()}:
+                return  # the worker died: the scheduler will say so
+            with self._table_lock:
+                try:
+                    more = slot.reader.fill()
+                except BlockingIOError:
+                    continue
+                for kind, tid, payload in slot.reader.frames():
+                    self._on_frame(slot, kind, tid, payload)
+            if not more:
+                return  # end of file: the worker is gone
+
+    def _give_back(self, slot: Slot) -> None:
+        with self._table_lock:
+            slot.lent = False
+            self._watch(slot.result_fd, self._on_readable, slot)
+            self._watch(slot.sentinel, self._on_death, slot)
+        self._wake()
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -265,7 +336,14 @@ class Engine(FaultHandling):
     def _step(self) -> bool:
         """One turn of the loop: wait, handle what happened. False when finished."""
         timed = self._timed
-        for fd, _ in self._poll.poll(self._poll_timeout() if timed else self._steal_timeout()):
+        events = self._poll.poll(self._poll_timeout() if timed else self._steal_timeout())
+        # The table lock is held while events are handled, never while polling: a
+        # caller borrowing an idle worker (call_direct) takes it in between.
+        with self._table_lock:
+            return self._handle(events, timed)
+
+    def _handle(self, events: list[tuple[int, int]], timed: bool) -> bool:
+        for fd, _ in events:
             entry = self._fds.get(fd)
             if entry is not None:
                 handler, slot = entry
@@ -451,6 +529,16 @@ class Engine(FaultHandling):
             sink._resolve(task.index, ok, value)
         except BaseException:
             log.exception("procpool: resolving a task failed")
+
+
+def _close_in_owner(fd: int, owner_pid: int) -> None:
+    """Close a parent-side descriptor, but only in the process that opened it.
+
+    A forked worker inherits a copy of every live pool object; when one of them is
+    collected there, its number may already belong to a different file of the child.
+    """
+    if os.getpid() == owner_pid:
+        close_parent_fd(fd)
 
 
 def _rebuild_error(payload: bytes) -> BaseException:

@@ -375,6 +375,8 @@ _finish_at_exit = _FinishAtExit()
 
 def _release(engine: Engine) -> None:
     """Finalizer of an Executor dropped without ``shutdown()``: finish, then end."""
+    if os.getpid() != engine.owner_pid:
+        return  # a forked worker collecting its copy of the executor
     engine.close()
     try:
         threading.Thread(target=engine.join, name="procpool-executor-shutdown").start()

@@ -136,8 +136,18 @@ class Pool:
         kwds: Mapping[str, Any] | None = None,
         **options: Any,
     ) -> T:
-        """Run ``func(*args, **kwds)`` in a worker and return its result (blocking)."""
-        result: AsyncResult[T] = self.apply_async(func, args, kwds, **options)
+        """Run ``func(*args, **kwds)`` in a worker and return its result (blocking).
+
+        When a worker is idle and nothing else is queued, the calling thread sends the
+        call and waits for the answer itself (no hand-off to the scheduler thread).
+        """
+        result, task = self._apply_task(func, args, kwds, None, None, **options)
+        try:
+            if not self._engine.call_direct(task):
+                self._engine.submit([task])
+        except KeyboardInterrupt:
+            result.cancel()
+            raise
         return result.get()
 
     def apply_async(
@@ -156,6 +166,22 @@ class Pool:
         ``callback(result)`` or ``error_callback(exception)`` run in the parent, in
         completion order, on procpool's callback thread.
         """
+        result, task = self._apply_task(
+            func, args, kwds, callback, error_callback, task_timeout, retries
+        )
+        self._engine.submit([task])
+        return result
+
+    def _apply_task(
+        self,
+        func: Callable[..., T],
+        args: Iterable[Any],
+        kwds: Mapping[str, Any] | None,
+        callback: Callable[[T], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
+        task_timeout: float | None = None,
+        retries: int | None = None,
+    ) -> tuple[AsyncResult[T], Task]:
         _check_callable(func, callback, error_callback)
         if type(args) is not tuple and (
             isinstance(args, (str, bytes)) or not isinstance(args, Iterable)
@@ -171,8 +197,7 @@ class Pool:
             payload, result, 0, _serialize.describe(func), self._options(task_timeout, retries)
         )
         result._tasks.append(task)
-        self._engine.submit([task])
-        return result
+        return result, task
 
     # -- maps
 
@@ -392,6 +417,8 @@ class Pool:
 
 def _shutdown(engine: Engine) -> None:
     """Finalizer of a Pool that was dropped or left open at exit."""
+    if os.getpid() != engine.owner_pid:
+        return  # a forked worker collecting its copy of the pool: not ours to stop
     engine.terminate()
     engine.join(timeout=5)
 

@@ -309,6 +309,8 @@ class IMapIterator(Generic[T]):
         """The next result; GetTimeoutError if none arrives within ``timeout``."""
         while not self._buffer:
             self._top_up()
+            if self._feeding and self._taken == self._submitted:
+                self._wait_for_feeder()
             if self._taken == self._submitted:
                 if self._input_error is not None:
                     error, self._input_error = self._input_error, None
@@ -418,6 +420,14 @@ class IMapIterator(Generic[T]):
                 except BaseException as exc:  # terminated meanwhile: stop reading
                     self._exhausted = True
                     self._input_error = exc
+            with self._cond:
+                self._cond.notify_all()  # the consumer may wait for more input
+
+    def _wait_for_feeder(self) -> None:
+        """After close(), the feeder thread reads the input: wait until it has
+        submitted more than was taken, or reached the end."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._submitted > self._taken or self._exhausted)
 
     def _read_chunk(self) -> list[Any]:
         chunk = []

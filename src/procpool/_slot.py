@@ -85,6 +85,7 @@ class Task:
         "fds",
         "index",
         "name",
+        "owner_pid",
         "payload",
         "retries",
         "sink",
@@ -106,11 +107,17 @@ class Task:
         self.cancelled = False
         self.worker: Slot | None = None
         self.fds: tuple[int, ...] = getattr(payload, "fds", ())
+        self.owner_pid = os.getpid() if self.fds else 0
 
     def release(self) -> None:
-        """Close the memfds of a finished task (its large buffers)."""
+        """Close the memfds of a finished task (its large buffers).
+
+        Only in the process that made them: a forked worker collecting its copy of a
+        task must not close whatever file now has those numbers.
+        """
         if self.fds:
-            _shm.close_all(self.fds)
+            if self.owner_pid == os.getpid():
+                _shm.close_all(self.fds)
             self.fds = ()
 
     def __del__(self) -> None:
@@ -164,11 +171,16 @@ class Slot:
         self.stop_sent = False
         self.doomed = False
         self.stealing = False
+        self.lent = False
         self.kill_at: float | None = None
         self.init_error: str | None = None
 
     def usable(self) -> bool:
-        return self.ready and not (self.doomed or self.retiring or self.stop_sent)
+        return self.ready and not (self.doomed or self.retiring or self.stop_sent or self.lent)
+
+    def lendable(self) -> bool:
+        """Idle and healthy: may be lent to a caller for one direct call."""
+        return self.usable() and not self.outstanding and not self.outbox and self.unsent is None
 
     def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
         self.outbox.append(frame(kind, tid, payload))
