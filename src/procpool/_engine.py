@@ -269,13 +269,8 @@ class Engine(FaultHandling):
             if slot.result_fd not in {fd for fd, _ in poller.poll()}:
                 return  # the worker died: the scheduler will say so
             with self._table_lock:
-                try:
-                    more = slot.reader.fill()
-                except BlockingIOError:
-                    continue
-                for kind, tid, payload in slot.reader.frames():
-                    self._on_frame(slot, kind, tid, payload)
-            if not more:
+                more = self._pump(slot)
+            if more is False:
                 return  # end of file: the worker is gone
 
     def _give_back(self, slot: Slot) -> None:
@@ -422,25 +417,30 @@ class Engine(FaultHandling):
             self._fds[slot.task_fd] = (self._on_writable, slot)
             self._poll.register(slot.task_fd, select.POLLOUT)
 
-    def _on_readable(self, slot: Slot) -> None:
+    def _pump(self, slot: Slot) -> bool | None:
+        """Read once from a worker's result pipe and handle the frames that came.
+
+        False at end of file, None when there was nothing to read.
+        """
         try:
             more = slot.reader.fill()
         except BlockingIOError:
-            return
+            return None
         for kind, tid, payload in slot.reader.frames():
             self._on_frame(slot, kind, tid, payload)
-        if not more:
+        return more
+
+    def _on_readable(self, slot: Slot) -> None:
+        if self._pump(slot) is False:
             self._unwatch(slot.result_fd)  # EOF; the sentinel reports the death
 
     def _drain(self, slot: Slot) -> None:
         while slot.result_fd in self._fds:
             try:
-                if not slot.reader.fill():
+                if not self._pump(slot):
                     break
-            except (BlockingIOError, OSError):
+            except OSError:
                 break
-            for kind, tid, payload in slot.reader.frames():
-                self._on_frame(slot, kind, tid, payload)
 
     def _on_frame(self, slot: Slot, kind: int, tid: int, payload: bytes) -> None:
         if kind == Kind.RESULT or kind == Kind.ERROR:

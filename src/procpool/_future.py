@@ -149,24 +149,18 @@ class Future(concurrent.futures.Future[T]):
                 if self._cond is None:  # nobody waits, and nobody can until we are done
                     return self._finish(ok, value)
         with self._condition:
-            if self._state in _OVER:
+            if not self._finish(ok, value):
                 return False
-            if ok:
-                self._result = value
-            else:
-                self._exception = value
-            self._state = FINISHED
             for waiter in self._waiters:
                 if ok:
                     waiter.add_result(self)
                 else:
                     waiter.add_exception(self)
             self._condition.notify_all()
-        self._live.discard(self)
         return True
 
     def _finish(self, ok: bool, value: Any) -> bool:
-        """``_complete`` for a future without a condition (under ``_make_lock``)."""
+        """Store the outcome (under ``_make_lock`` or the future's condition)."""
         if self._state in _OVER:
             return False
         if ok:

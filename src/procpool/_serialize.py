@@ -14,7 +14,8 @@ import struct
 import sys
 import traceback
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
 
 from . import _shm
 from ._errors import SerializationError
@@ -23,8 +24,7 @@ from ._wire import ErrorReport
 PROTOCOL = 5
 _MAIN_MARK = b"__main__"
 
-# Functions are hashable by identity; the weak keys let a cached lambda be collected.
-_fn_cache: weakref.WeakKeyDictionary[Any, bytes] = weakref.WeakKeyDictionary()
+V = TypeVar("V")
 
 
 def _cloudpickle_dumps(obj: object) -> bytes:
@@ -99,41 +99,42 @@ def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
         raise SerializationError(stage, f"{type(first).__name__}: {first}") from first
 
 
-def dumps_function(fn: object) -> bytes:
-    """Pickle a callable once and remember the bytes.
+class _PerFunction(Generic[V]):
+    """A value computed once per function, kept while the function lives.
 
     The last function asked for is checked first (a loop of apply_async calls asks
-    for the same one each time); a WeakKeyDictionary lookup costs a weakref per call.
+    for the same one every time): a WeakKeyDictionary lookup costs a weakref per call.
     """
-    last = _last_fn
-    if last is not None and last[0]() is fn:
-        return last[1]
-    try:
-        data = _fn_cache[fn]
-    except (KeyError, TypeError):
-        data = _pickle_function(fn)
-    _remember_last(fn, data)
-    return data
 
+    def __init__(self, compute: Callable[[Any], V]) -> None:
+        self._compute = compute
+        self._cache: weakref.WeakKeyDictionary[Any, V] = weakref.WeakKeyDictionary()
+        self._last: tuple[weakref.ref[Any], V] | None = None
 
-_last_fn: tuple[weakref.ref[Any], bytes] | None = None
+    def __call__(self, fn: object) -> V:
+        last = self._last
+        if last is not None and last[0]() is fn:
+            return last[1]
+        try:
+            return self._remember(fn, self._cache[fn])
+        except KeyError:
+            value = self._compute(fn)
+            self._cache[fn] = value
+            return self._remember(fn, value)
+        except TypeError:  # not weak-referenceable (a builtin, a partial): no cache
+            return self._compute(fn)
 
-
-def _remember_last(fn: object, data: bytes) -> None:
-    global _last_fn
-    try:
-        _last_fn = (weakref.ref(fn), data)
-    except TypeError:  # not weak-referenceable
-        _last_fn = None
+    def _remember(self, fn: object, value: V) -> V:
+        self._last = (weakref.ref(fn), value)
+        return value
 
 
 def _pickle_function(fn: object) -> bytes:
-    data = dumps(fn)
-    try:
-        _fn_cache[fn] = data
-    except TypeError:  # not weak-referenceable (a builtin, a partial): cache nothing
-        pass
-    return data
+    return dumps(fn)
+
+
+#: Pickle a callable once and remember the bytes.
+dumps_function = _PerFunction(_pickle_function)
 
 
 def loads(data: bytes) -> Any:
@@ -168,35 +169,8 @@ def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tup
     return fn_blob, (_shm.loads(args, fds) if fds else pickle.loads(args))
 
 
-def describe(fn: object) -> str:
-    """A short name for a callable, used in error messages (cached per function)."""
-    last = _last_name
-    if last is not None and last[0]() is fn:
-        return last[1]
-    try:
-        name = _names[fn]
-    except (KeyError, TypeError):
-        name = _describe(fn)
-        try:
-            _names[fn] = name
-        except TypeError:
-            return name
-    _remember_last_name(fn, name)
-    return name
-
-
-_last_name: tuple[weakref.ref[Any], str] | None = None
-
-
-def _remember_last_name(fn: object, name: str) -> None:
-    global _last_name
-    _last_name = (weakref.ref(fn), name)
-
-
-_names: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
-
-
 def _describe(fn: object) -> str:
+    """A short name for a callable, used in error messages."""
     name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None)
     if name is None:
         return type(fn).__name__
@@ -225,3 +199,7 @@ def error_report(exc: BaseException) -> bytes:
         message = "<str() of the exception failed>"
     report = ErrorReport(exc_bytes, type_name, message, tb)
     return pickle.dumps(report, PROTOCOL)
+
+
+#: A short name for a callable, cached per function.
+describe = _PerFunction(_describe)
