@@ -139,7 +139,7 @@ class Dispatching:
             self._flush(slot)
             slot.signal(signal.SIGUSR1)
 
-    def _assign(self, slot: Slot, task: Task, now: float) -> None:
+    def _assign(self, slot: Slot, task: Task, now: float, kind: int = Kind.CALL) -> None:
         if task.timeout is not None:
             self._timed = True
         if not slot.outstanding:
@@ -148,7 +148,7 @@ class Dispatching:
         task.attempts += 1
         slot.sent += 1
         slot.outstanding.append(task)
-        slot.queue_call(task)
+        slot.queue_call(task, kind)
 
     def _steal_timeout(self) -> int | None:
         when = self._next_steal()

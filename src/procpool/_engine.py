@@ -38,6 +38,7 @@ doomed worker's SIGKILL time. Nothing polls on a timer.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing.connection
 import os
@@ -61,13 +62,15 @@ from ._errors import (
 from ._faults import FaultHandling
 from ._slot import DISCARD, Slot, Task, _parent_fds, close_parent_fd, parent_pipe
 from ._state import State
-from ._wire import ErrorReport, Kind
-from ._worker import WorkerConfig
+from ._wire import ErrorReport, FrameReader, Kind
+from ._worker import WorkerConfig, spin
 
 log = logging.getLogger("procpool")
 
 # A call lent to an idle worker (call_direct) must fit the pipe in one write.
 _DIRECT_MAX = 1 << 16
+# How long the caller of a short direct call watches for the answer before sleeping.
+_SPIN = 200e-6
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
 
 
@@ -129,7 +132,8 @@ class Engine(FaultHandling):
         self._wake_pending = False
         self._feeders = 0
         self._feeder_threads: list[threading.Thread] = []
-        self._next_tid = 1
+        self._tids = itertools.count(1)  # next() on it is atomic: no lock needed
+        self._last_lent: Slot | None = None
         self._pending: deque[Task] = deque()
         self._slots: dict[int, Slot] = {}
         self._fds: dict[int, tuple[Callable[[Slot], None], Slot | None]] = {}
@@ -165,8 +169,7 @@ class Engine(FaultHandling):
             ):
                 raise self._not_running_error()
             for task in tasks:
-                task.tid = self._next_tid
-                self._next_tid += 1
+                task.tid = next(self._tids)
             self._inbox.extend(tasks)
         self._wake()
 
@@ -222,11 +225,12 @@ class Engine(FaultHandling):
         """Run one call on an idle worker from the caller's thread (a blocking apply).
 
         The scheduler lends the caller an idle worker: the caller writes the call and
-        waits on that worker's pipe itself, so a lone ``apply`` costs no thread
-        hand-off. Everything else stays the scheduler's: on a death, a Ctrl-C or
-        anything unusual the worker is handed back with the call as its head, and the
-        normal machinery finishes the job. False when no worker can be lent (the call
-        then goes through ``submit``).
+        the worker answers on a pipe of its own that only the borrowing caller reads,
+        so a lone ``apply`` costs no thread hand-off and never wakes the scheduler.
+        Everything else stays the scheduler's: on a death, a Ctrl-C or anything
+        unusual the worker is handed back with the call as its head, and the normal
+        machinery finishes the job. False when no worker can be lent (the call then
+        goes through ``submit``).
         """
         slot = self._lend(task)
         if slot is None:
@@ -245,40 +249,48 @@ class Engine(FaultHandling):
         try:
             if self.state is not State.RUNNING or self._pending or self._inbox:
                 return None
-            slot = next((s for s in self._slots.values() if s.lendable()), None)
-            if slot is None:
-                return None
-            with self._submit_lock:
-                task.tid = self._next_tid
-                self._next_tid += 1
+            slot = self._last_lent
+            if slot is None or not slot.lendable() or slot.pid not in self._slots:
+                slot = next((s for s in self._slots.values() if s.lendable()), None)
+                if slot is None:
+                    return None
+                self._last_lent = slot
+            task.tid = next(self._tids)
             slot.lent = True
-            self._unwatch(slot.result_fd)
-            self._unwatch(slot.sentinel)
-            self._assign(slot, task, time.monotonic())
+            self._assign(slot, task, time.monotonic(), Kind.CALL_WAITED)
             slot.flush()
         finally:
             self._table_lock.release()
-        self._wake()  # let the scheduler poll again without the lent worker's pipes
         return slot
 
     def _wait_direct(self, slot: Slot, task: Task) -> None:
-        poller = select.poll()
-        poller.register(slot.result_fd, _POLL_IN)
-        poller.register(slot.sentinel, _POLL_IN)
+        poller = slot.direct_poller()
+        direct_fd = slot.direct_fd
+        # Calls this short are answered sooner than a sleeping thread wakes up (tens of
+        # microseconds here): watch the pipe for a moment before sleeping on it.
+        service = self._service_time
+        if service is not None and service < _SPIN:
+            spin(poller, time.perf_counter() + _SPIN)
         while task.worker is slot:
-            if slot.result_fd not in {fd for fd, _ in poller.poll()}:
+            if not any(fd == direct_fd for fd, _ in poller.poll()):
                 return  # the worker died: the scheduler will say so
             with self._table_lock:
-                more = self._pump(slot)
+                more = self._pump(slot, slot.direct_reader)
             if more is False:
                 return  # end of file: the worker is gone
 
     def _give_back(self, slot: Slot) -> None:
         with self._table_lock:
             slot.lent = False
-            self._watch(slot.result_fd, self._on_readable, slot)
-            self._watch(slot.sentinel, self._on_death, slot)
-        self._wake()
+            # The scheduler stops watching a lent worker that dies (see _on_death) and
+            # leaves it to the borrower, who sees the death too and ends up here.
+            died = slot.pid in self._slots and slot.sentinel not in self._fds
+            if died:
+                self._watch(slot.sentinel, self._on_death, slot)
+            # It needs waking only if there is work for this worker or a state to act on.
+            needed = died or bool(self._pending) or self.state is not State.RUNNING
+        if needed:
+            self._wake()
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -417,16 +429,17 @@ class Engine(FaultHandling):
             self._fds[slot.task_fd] = (self._on_writable, slot)
             self._poll.register(slot.task_fd, select.POLLOUT)
 
-    def _pump(self, slot: Slot) -> bool | None:
-        """Read once from a worker's result pipe and handle the frames that came.
-
-        False at end of file, None when there was nothing to read.
+    def _pump(self, slot: Slot, reader: FrameReader | None = None) -> bool | None:
+        """Read once from a worker's result pipe (or its direct pipe) and handle the
+        frames that came. False at end of file, None when there was nothing to read.
         """
+        if reader is None:
+            reader = slot.reader
         try:
-            more = slot.reader.fill()
+            more = reader.fill()
         except BlockingIOError:
             return None
-        for kind, tid, payload in slot.reader.frames():
+        for kind, tid, payload in reader.frames():
             self._on_frame(slot, kind, tid, payload)
         return more
 
@@ -438,6 +451,12 @@ class Engine(FaultHandling):
         while slot.result_fd in self._fds:
             try:
                 if not self._pump(slot):
+                    break
+            except OSError:
+                break
+        while True:  # the answer to a lent call, when its borrower did not read it
+            try:
+                if not self._pump(slot, slot.direct_reader):
                     break
             except OSError:
                 break

@@ -44,10 +44,16 @@ class FaultHandling(Dispatching):
         _feeders: int
 
         def _drain(self, slot: Slot) -> None: ...
+        def _unwatch(self, fd: int) -> None: ...
         def _forget(self, slot: Slot) -> None: ...
         def _resolve(self, task: Task, ok: bool, value: Any) -> None: ...
 
     def _on_death(self, slot: Slot) -> None:
+        if slot.lent:
+            # Its borrower (Engine.call_direct) is watching it too and hands it back at
+            # once; the death is handled then.
+            self._unwatch(slot.sentinel)
+            return
         self._drain(slot)
         exitcode = slot.reap()
         self._forget(slot)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing.connection
 import os
+import select
 import signal
 import socket
 from collections import deque
@@ -130,20 +131,24 @@ class Slot:
     def __init__(self, ctx: Any, config: _worker.WorkerConfig) -> None:
         task_r, self.task_fd = os.pipe()
         self.result_fd, result_w = os.pipe()
-        _widen(self.task_fd)
-        _widen(self.result_fd)
+        # The answer to a lent call (Engine.call_direct) comes on a pipe of its own,
+        # which the scheduler never watches: only the borrowing caller wakes for it.
+        self.direct_fd, direct_w = os.pipe()
+        for fd in (self.task_fd, self.result_fd, self.direct_fd):
+            _widen(fd)
         # Descriptors of large buffers (memfds) travel on this socket, beside the pipes.
         parent_sock, child_sock = (
             s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         )
         self.fd_sock = parent_sock
-        _parent_fds.update((self.task_fd, self.result_fd, self.fd_sock))
+        _parent_fds.update((self.task_fd, self.result_fd, self.direct_fd, self.fd_sock))
         child_task = multiprocessing.connection.Connection(task_r, writable=False)
         child_result = multiprocessing.connection.Connection(result_w, readable=False)
+        child_direct = multiprocessing.connection.Connection(direct_w, readable=False)
         child_fds = multiprocessing.connection.Connection(child_sock)
         self.process = ctx.Process(
             target=_worker.main,
-            args=(child_task, child_result, child_fds, config),
+            args=(child_task, child_result, child_direct, child_fds, config),
             name="procpool-worker",
             daemon=True,
         )
@@ -155,12 +160,14 @@ class Slot:
         finally:
             child_task.close()
             child_result.close()
+            child_direct.close()
             child_fds.close()
-        os.set_blocking(self.task_fd, False)
-        os.set_blocking(self.result_fd, False)
+        for fd in (self.task_fd, self.result_fd, self.direct_fd):
+            os.set_blocking(fd, False)
         self.pid: int = self.process.pid
         self.sentinel: int = self.process.sentinel
         self.reader = FrameReader(self.result_fd)
+        self.direct_reader = FrameReader(self.direct_fd)
         self.outbox: list[bytes] = []
         self.unsent: memoryview | None = None
         self.outstanding: deque[Task] = deque()
@@ -174,6 +181,16 @@ class Slot:
         self.lent = False
         self.kill_at: float | None = None
         self.init_error: str | None = None
+        self._direct: select.poll | None = None
+
+    def direct_poller(self) -> select.poll:
+        """A poll set of this worker's direct pipe and sentinel, for a caller
+        borrowing the worker (made once: a blocking apply in a loop reuses it)."""
+        if self._direct is None:
+            self._direct = select.poll()
+            for fd in (self.direct_fd, self.sentinel):
+                self._direct.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
+        return self._direct
 
     def usable(self) -> bool:
         return self.ready and not (self.doomed or self.retiring or self.stop_sent or self.lent)
@@ -185,9 +202,9 @@ class Slot:
     def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
         self.outbox.append(frame(kind, tid, payload))
 
-    def queue_call(self, task: Task) -> None:
+    def queue_call(self, task: Task, kind: int = Kind.CALL) -> None:
         if not task.fds:
-            self.outbox.append(frame(Kind.CALL, task.tid, task.payload))
+            self.outbox.append(frame(kind, task.tid, task.payload))
             return
         # The descriptors go first: the worker takes them when it reads this frame.
         try:
@@ -255,6 +272,7 @@ class Slot:
     def close_fds(self) -> None:
         close_parent_fd(self.task_fd)
         close_parent_fd(self.result_fd)
+        close_parent_fd(self.direct_fd)
         close_parent_fd(self.fd_sock)
         with contextlib.suppress(Exception):
             self.process.close()

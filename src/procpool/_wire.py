@@ -12,7 +12,9 @@ object, and the payload (already pickled once, by the submitting thread) is neve
 pickled again. ``benchmarks/bench_wire.py`` measures the difference.
 
 Parent to worker: ``CALL`` (payload: a pickled call), ``CANCEL`` (drop a queued call),
-``STOP`` (exit when idle). ``CALL_OOB`` and ``RESULT_OOB`` carry a call or result whose
+``STOP`` (exit when idle), ``CALL_WAITED`` (a CALL whose caller is blocked on the
+answer: after answering, the worker watches its pipe for a moment before sleeping,
+since such a caller usually sends the next call at once). ``CALL_OOB`` and ``RESULT_OOB`` carry a call or result whose
 large buffers travel as memfd descriptors on a Unix socket beside the pipe (``_shm``);
 their payload starts with the number of descriptors.
 
@@ -46,6 +48,7 @@ class Kind(enum.IntEnum):
     RETIRE = 14
     INIT_FAILED = 15
     CALL_OOB = 4  # a CALL whose large buffers come on the descriptor socket
+    CALL_WAITED = 5  # a CALL whose caller is blocked on the answer (Engine.call_direct)
     RESULT_OOB = 16  # likewise for a RESULT
 
 

@@ -18,6 +18,7 @@ import select
 import signal
 import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +64,20 @@ def _resident_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
+# How long a worker watches its pipe for the next call after answering a caller that
+# is blocked on the answer (see _Worker.linger).
+_LINGER = 200e-6
+
+
+def spin(poller: select.poll, until: float) -> bool:
+    """Poll without sleeping until something is ready (True) or ``until`` (False)."""
+    clock = time.perf_counter
+    while not poller.poll(0):
+        if clock() >= until:
+            return False
+    return True
+
+
 # How a CALL's payload ``(fn_blob, mode, data, kwargs)`` is applied.
 APPLY, MAP, STARMAP = 0, 1, 2
 
@@ -77,13 +92,17 @@ def call(fn: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -
 
 
 class _Worker:
-    def __init__(self, task_fd: int, result_fd: int, fd_sock: int, config: WorkerConfig) -> None:
+    def __init__(
+        self, task_fd: int, result_fd: int, direct_fd: int, fd_sock: int, config: WorkerConfig
+    ) -> None:
         self.task_fd = task_fd
         self.result_fd = result_fd
+        self.direct_fd = direct_fd
         self.fd_sock = fd_sock
         self.config = config
         self.reader = FrameReader(task_fd)
-        self.queue: deque[tuple[int, bytes, list[int] | None]] = deque()
+        # (task id, pickled call, its memfds, the descriptor its answer goes to)
+        self.queue: deque[tuple[int, bytes, list[int] | None, int]] = deque()
         self.poller = select.poll()
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
@@ -91,9 +110,13 @@ class _Worker:
         self.in_call = False
         self.steal_pending = False
         self.done = 0
+        # Lingering after answering a caller blocked on the answer (CALL_WAITED).
+        self.caller_waiting = False
+        self.linger_for = _LINGER
+        self.answered_at = 0.0
 
-    def send(self, kind: int, tid: int, payload: bytes = b"") -> None:
-        write_all(self.result_fd, frame(kind, tid, payload))
+    def send(self, kind: int, tid: int, payload: bytes = b"", fd: int | None = None) -> None:
+        write_all(self.result_fd if fd is None else fd, frame(kind, tid, payload))
 
     def initialize(self) -> bool:
         if self.config.init_blob is not None:
@@ -131,10 +154,14 @@ class _Worker:
             return False
         for kind, tid, payload in self.reader.frames():
             if kind == Kind.CALL:
-                self.queue.append((tid, payload, None))
+                self.queue.append((tid, payload, None, self.result_fd))
+            elif kind == Kind.CALL_WAITED:
+                self.queue.append((tid, payload, None, self.direct_fd))
+                self.on_waited_call()
             elif kind == Kind.CALL_OOB:
                 count, rest = _shm.unpack_count(payload)
-                self.queue.append((tid, bytes(rest), _shm.receive(self.fd_sock, count)))
+                fds = _shm.receive(self.fd_sock, count)
+                self.queue.append((tid, bytes(rest), fds, self.result_fd))
             elif kind == Kind.CANCEL:
                 self.drop(tid)
             elif kind == Kind.STOP:
@@ -149,7 +176,7 @@ class _Worker:
                 self.send(Kind.CANCELLED, tid)
                 return
 
-    def run_one(self, tid: int, payload: bytes, fds: list[int] | None) -> None:
+    def run_one(self, tid: int, payload: bytes, fds: list[int] | None, out: int) -> None:
         try:
             fn_blob, (mode, data, kwargs) = _serialize.split_call(payload, fds)
             fn = self.fn_cache.get(fn_blob)
@@ -158,7 +185,7 @@ class _Worker:
         except BaseException as exc:
             err = SerializationError("unpickle task", f"{type(exc).__name__}: {exc}")
             err.__cause__ = exc
-            self.send(Kind.ERROR, tid, _serialize.error_report(err))
+            self.send(Kind.ERROR, tid, _serialize.error_report(err), out)
             return
         try:
             self.in_call = True
@@ -169,7 +196,7 @@ class _Worker:
             finally:
                 self.in_call = False
         except BaseException as exc:
-            self.send(Kind.ERROR, tid, _serialize.error_report(exc))
+            self.send(Kind.ERROR, tid, _serialize.error_report(exc), out)
             return
         finally:
             del data, kwargs
@@ -177,18 +204,18 @@ class _Worker:
         try:
             data = _serialize.dumps(value, "pickle result", out_fds)
         except BaseException as exc:
-            self.send(Kind.ERROR, tid, _serialize.error_report(exc))
+            self.send(Kind.ERROR, tid, _serialize.error_report(exc), out)
             return
         finally:
             del value
         if not out_fds:
-            self.send(Kind.RESULT, tid, data)
+            self.send(Kind.RESULT, tid, data, out)
             return
         try:
             _shm.send(self.fd_sock, out_fds)
         finally:
             _shm.close_all(out_fds)
-        self.send(Kind.RESULT_OOB, tid, _shm.pack_count(len(out_fds), data))
+        self.send(Kind.RESULT_OOB, tid, _shm.pack_count(len(out_fds), data), out)
 
     def should_retire(self) -> bool:
         cfg = self.config
@@ -196,8 +223,28 @@ class _Worker:
             return True
         return cfg.max_memory is not None and _resident_bytes() > cfg.max_memory
 
+    def on_waited_call(self) -> None:
+        if not self.linger_for and time.perf_counter() - self.answered_at < 2 * _LINGER:
+            self.linger_for = _LINGER  # the caller is back in a tight loop: linger again
+        self.caller_waiting = True
+
+    def linger(self) -> None:
+        """Watch the pipe for a moment before sleeping, after answering a waiting caller.
+
+        A caller blocked on each answer (``apply`` in a loop) usually sends its next
+        call within microseconds, while waking a sleeping process costs tens of them
+        on this kind of machine. Lingering stops as soon as it fails once, and resumes
+        only when calls come back quickly again: a waste of at most one ``_LINGER``.
+        """
+        self.caller_waiting = False
+        self.answered_at = now = time.perf_counter()
+        if self.linger_for and not spin(self.poller, now + self.linger_for):
+            self.linger_for = 0.0
+
     def loop(self) -> None:
         while True:
+            if not self.queue and self.caller_waiting:
+                self.linger()
             if not self.receive(block=not self.queue):
                 return
             if not self.queue:
@@ -211,14 +258,18 @@ class _Worker:
                 return
 
 
-def main(task_conn: Any, result_conn: Any, fd_conn: Any, config: WorkerConfig) -> None:
+def main(
+    task_conn: Any, result_conn: Any, direct_conn: Any, fd_conn: Any, config: WorkerConfig
+) -> None:
     """Entry point of a worker process (the ``target`` of its Process)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked worker inherits the parent's handlers; SIGTERM must end it (time limits,
     # cancel and terminate rely on that), whatever the parent installed.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _die_with_parent(config.alive.fileno())
-    worker = _Worker(task_conn.fileno(), result_conn.fileno(), fd_conn.fileno(), config)
+    worker = _Worker(
+        task_conn.fileno(), result_conn.fileno(), direct_conn.fileno(), fd_conn.fileno(), config
+    )
     signal.signal(signal.SIGUSR1, worker.on_steal)
     try:
         if worker.initialize():
