@@ -227,6 +227,8 @@ def table(data: dict[str, Any]) -> list[str]:
         floor = s["floor"]
         if floor:
             note = f"efficiency {floor['efficiency']:.1%}" if "efficiency" in floor else ""
+            if "polling" in floor:
+                note = f"both sides polling before sleeping: {floor['polling']:.1f} µs"
             value = _fmt(floor["value"], sc.unit) if floor.get("value") else floor.get("status", "")
             lines.append(f"| {head} | *floor: {sc.floor_label}* | {value} | {_n(floor)} |  | 1.00{X} floor | {note} |")
             head = ""
