@@ -17,8 +17,8 @@ from ._wire import Kind
 if TYPE_CHECKING:
     from ._worker import WorkerConfig
 
-_TARGET_QUEUED = 0.002
-_MAX_PREFETCH = 64
+_TARGET_QUEUED = 0.010
+_MAX_PREFETCH = 1024
 _STEAL_MIN = 0.005
 _MAX_WAIT = 3600.0
 

@@ -169,7 +169,7 @@ class Pool:
         result, task = self._apply_task(
             func, args, kwds, callback, error_callback, task_timeout, retries
         )
-        self._engine.submit([task])
+        self._engine.submit_one(task)
         return result
 
     def _apply_task(
@@ -191,11 +191,14 @@ class Pool:
                 f"for one argument write args=(x,)"
             )
         kwargs = dict(kwds) if kwds else {}
-        payload = _payload(func, APPLY, tuple(args), kwargs)
-        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
-        task = Task(
-            payload, result, 0, _serialize.describe(func), self._options(task_timeout, retries)
+        payload = _serialize.call_payload(
+            _serialize.dumps_function(func), APPLY, tuple(args), kwargs
         )
+        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
+        options = self._default_options
+        if task_timeout is not None or retries is not None:
+            options = self._options(task_timeout, retries)
+        task = Task(payload, result, 0, _serialize.describe(func), options)
         result._tasks.append(task)
         return result, task
 
@@ -460,10 +463,6 @@ def _chunksize(chunksize: int | None, length: int, processes: int) -> int:
     if not isinstance(chunksize, int) or chunksize < 1:
         raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
     return chunksize
-
-
-def _payload(func: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -> bytes:
-    return _serialize.call_payload(_serialize.dumps_function(func), mode, data, kwargs)
 
 
 def _length_hint(iterable: Iterable[Any]) -> int | None:

@@ -40,10 +40,10 @@ class AsyncResult(Generic[T]):
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
         self._engine = engine
-        # A lock held until the result is ready: cheaper to make than an Event (a
-        # Condition and two locks), which matters at a hundred thousand tasks/s.
-        self._gate = threading.Lock()
-        self._gate.acquire()
+        # A lock held until the result is ready, made only when somebody has to wait
+        # for it: cheaper than an Event (a Condition and two locks), and most results
+        # of a large batch are ready before anyone asks.
+        self._gate: threading.Lock | None = None
         self._ready = False
         self._callback = callback
         self._error_callback = error_callback
@@ -69,13 +69,20 @@ class AsyncResult(Generic[T]):
         """Wait until ready or ``timeout`` seconds pass."""
         if self._ready:
             return
+        with _lock:
+            if self._ready:
+                return
+            gate = self._gate
+            if gate is None:
+                gate = self._gate = threading.Lock()
+                gate.acquire()
         try:
             if timeout is None:
-                acquired = self._gate.acquire()
+                acquired = gate.acquire()
             else:
-                acquired = self._gate.acquire(timeout=max(0.0, timeout))
+                acquired = gate.acquire(timeout=max(0.0, timeout))
             if acquired:
-                self._gate.release()  # let any other waiter through too
+                gate.release()  # let any other waiter through too
         except KeyboardInterrupt:
             self.cancel()
             raise
@@ -152,7 +159,8 @@ class AsyncResult(Generic[T]):
             if (self._callback if ok else self._error_callback) is None:
                 # No callback: ready at once, under the same lock (the common case).
                 self._ready = True
-                self._gate.release()
+                if self._gate is not None:
+                    self._gate.release()
                 hooks, self._hooks = self._hooks, None
                 if not hooks:
                     return True
@@ -177,7 +185,8 @@ class AsyncResult(Generic[T]):
     def _mark_ready(self) -> None:
         with _lock:
             self._ready = True
-            self._gate.release()
+            if self._gate is not None:
+                self._gate.release()
             hooks, self._hooks = self._hooks, None
         if hooks:
             _run_hooks(self, hooks)

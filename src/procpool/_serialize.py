@@ -23,6 +23,10 @@ from ._wire import ErrorReport
 
 PROTOCOL = 5
 _MAIN_MARK = b"__main__"
+# Types that never hold a buffer worth sending out of band (see _shm) nor code: a value
+# (or every argument of a call) of these needs no buffer_callback and no __main__
+# check, which together cost more than the pickling itself.
+_PLAIN = frozenset({int, float, str, bool, type(None), complex})
 
 V = TypeVar("V")
 
@@ -50,6 +54,8 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
 
     With ``fds``, large buffers go out of band into memfds appended to it.
     """
+    if type(obj) in _PLAIN:  # no buffers, no code: nothing to check (most results)
+        return pickle.dumps(obj, PROTOCOL)
     try:
         if fds is None:
             data = pickle.dumps(obj, PROTOCOL)
@@ -130,10 +136,12 @@ class _PerFunction(Generic[V]):
 
 
 def _pickle_function(fn: object) -> bytes:
-    return dumps(fn)
+    blob = dumps(fn)
+    return _FN_LEN.pack(len(blob)) + blob
 
 
-#: Pickle a callable once and remember the bytes.
+#: A callable's part of every call payload (its length, then its pickle), made once
+#: per function and remembered.
 dumps_function = _PerFunction(_pickle_function)
 
 
@@ -144,20 +152,35 @@ def loads(data: bytes) -> Any:
 _FN_LEN = struct.Struct("<I")
 
 
-def call_payload(fn_blob: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -> bytes:
-    """Encode a call: the function's cached pickle, then ``(mode, data, kwargs)``.
+def _plain(args: tuple[Any, ...]) -> bool:
+    # A loop, not all(<generator>): this runs for every apply_async, and the
+    # generator costs more than the check.
+    for arg in args:  # noqa: SIM110
+        if type(arg) not in _PLAIN:
+            return False
+    return True
+
+
+def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -> bytes:
+    """Encode a call: the function's part (see dumps_function), then ``(mode, data,
+    kwargs)`` pickled.
 
     The two are pickled apart so that the ``__main__`` check of the arguments is not
     set off by a function that was (deliberately) pickled by value.
     """
+    if not kwargs and type(data) is tuple and _plain(data):
+        try:
+            blob = pickle.dumps((mode, data, kwargs), PROTOCOL)
+        except Exception:
+            pass  # the general path below says what went wrong
+        else:
+            if _MAIN_MARK not in blob:
+                return fn_part + blob
     fds: list[int] = []
-    args_blob = dumps((mode, data, kwargs), "pickle task", fds)
-    payload = _FN_LEN.pack(len(fn_blob)) + fn_blob + args_blob
+    payload = fn_part + dumps((mode, data, kwargs), "pickle task", fds)
     if not fds:
         return payload
-    oob = _shm.OOBPayload(payload)
-    oob.fds = tuple(fds)
-    return oob
+    return _shm.OOBPayload.holding(payload, fds)
 
 
 def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tuple[bytes, Any]:

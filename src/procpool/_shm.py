@@ -29,9 +29,30 @@ AVAILABLE = hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
 
 
 class OOBPayload(bytes):
-    """Pickled bytes whose large buffers are in the memfds ``fds``."""
+    """Pickled bytes whose large buffers are in the memfds ``fds``.
+
+    The memfds are closed by ``release()`` (once the call is answered) or when the
+    payload is collected, and only in the process that made them: a forked worker
+    collecting its copy must not close whatever file now has those numbers.
+    """
 
     fds: tuple[int, ...]
+    owner_pid: int
+
+    @classmethod
+    def holding(cls, data: bytes, fds: list[int]) -> OOBPayload:
+        payload = cls(data)
+        payload.fds = tuple(fds)
+        payload.owner_pid = os.getpid()
+        return payload
+
+    def release(self) -> None:
+        fds, self.fds = self.fds, ()
+        if fds and self.owner_pid == os.getpid():
+            close_all(fds)
+
+    def __del__(self) -> None:
+        self.release()
 
 
 def collector(fds: list[int]) -> Any:

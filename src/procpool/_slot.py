@@ -86,7 +86,6 @@ class Task:
         "fds",
         "index",
         "name",
-        "owner_pid",
         "payload",
         "retries",
         "sink",
@@ -108,21 +107,12 @@ class Task:
         self.cancelled = False
         self.worker: Slot | None = None
         self.fds: tuple[int, ...] = getattr(payload, "fds", ())
-        self.owner_pid = os.getpid() if self.fds else 0
 
     def release(self) -> None:
-        """Close the memfds of a finished task (its large buffers).
-
-        Only in the process that made them: a forked worker collecting its copy of a
-        task must not close whatever file now has those numbers.
-        """
+        """Close the memfds of a finished task (its large buffers; see OOBPayload)."""
         if self.fds:
-            if self.owner_pid == os.getpid():
-                _shm.close_all(self.fds)
             self.fds = ()
-
-    def __del__(self) -> None:
-        self.release()
+            self.payload.release()  # type: ignore[attr-defined]
 
 
 class Slot:

@@ -14,9 +14,10 @@ pickled again. ``benchmarks/bench_wire.py`` measures the difference.
 Parent to worker: ``CALL`` (payload: a pickled call), ``CANCEL`` (drop a queued call),
 ``STOP`` (exit when idle), ``CALL_WAITED`` (a CALL whose caller is blocked on the
 answer: after answering, the worker watches its pipe for a moment before sleeping,
-since such a caller usually sends the next call at once). ``CALL_OOB`` and ``RESULT_OOB`` carry a call or result whose
-large buffers travel as memfd descriptors on a Unix socket beside the pipe (``_shm``);
-their payload starts with the number of descriptors.
+since such a caller usually sends the next call at once). ``CALL_OOB`` and
+``RESULT_OOB`` carry a call or result whose large buffers travel as memfd descriptors
+on a Unix socket beside the pipe (``_shm``); their payload starts with the number of
+descriptors.
 
 Worker to parent: ``READY`` (initializer done), ``RESULT``, ``ERROR`` (payload:
 :class:`ErrorReport`), ``CANCELLED`` (a queued call was dropped), ``RETIRE`` (the worker

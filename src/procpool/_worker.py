@@ -78,6 +78,10 @@ def spin(poller: select.poll, until: float) -> bool:
     return True
 
 
+# How often a worker running a queue of calls looks at its pipe between them.
+_PEEK_EVERY = 200e-6
+
+
 # How a CALL's payload ``(fn_blob, mode, data, kwargs)`` is applied.
 APPLY, MAP, STARMAP = 0, 1, 2
 
@@ -242,11 +246,21 @@ class _Worker:
             self.linger_for = 0.0
 
     def loop(self) -> None:
+        clock = time.monotonic
+        peeked = 0.0
         while True:
             if not self.queue and self.caller_waiting:
                 self.linger()
-            if not self.receive(block=not self.queue):
-                return
+            if not self.queue:
+                if self.stopping or not self.receive(block=True):
+                    return
+                peeked = clock()
+            elif clock() - peeked >= _PEEK_EVERY:
+                # Between calls, look for CANCELs of calls queued here (and for more
+                # calls) - not before every call: that would cost a system call each.
+                if not self.receive(block=False):
+                    return
+                peeked = clock()
             if not self.queue:
                 if self.stopping:
                     return
