@@ -19,7 +19,7 @@ from ._worker import APPLY, MAP, STARMAP
 
 T = TypeVar("T")
 
-_DEFAULT_WINDOW_PER_WORKER = 48
+_DEFAULT_WINDOW_PER_WORKER = 512
 
 
 def cpu_count() -> int:

@@ -54,8 +54,8 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
 
     With ``fds``, large buffers go out of band into memfds appended to it.
     """
-    if type(obj) in _PLAIN:  # no buffers, no code: nothing to check (most results)
-        return pickle.dumps(obj, PROTOCOL)
+    if type(obj) in _PLAIN or _plain_items(obj):
+        return pickle.dumps(obj, PROTOCOL)  # no buffers, no code: nothing to check
     try:
         if fds is None:
             data = pickle.dumps(obj, PROTOCOL)
@@ -152,7 +152,13 @@ def loads(data: bytes) -> Any:
 _FN_LEN = struct.Struct("<I")
 
 
-def _plain(args: tuple[Any, ...]) -> bool:
+def _plain_items(obj: object) -> bool:
+    """A short list or tuple of plain values (an imap's chunk of results, say)."""
+    kind = type(obj)
+    return (kind is list or kind is tuple) and len(obj) <= 16 and _plain(obj)  # type: ignore[arg-type]
+
+
+def _plain(args: tuple[Any, ...] | list[Any]) -> bool:
     # A loop, not all(<generator>): this runs for every apply_async, and the
     # generator costs more than the check.
     for arg in args:  # noqa: SIM110
@@ -168,7 +174,9 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     The two are pickled apart so that the ``__main__`` check of the arguments is not
     set off by a function that was (deliberately) pickled by value.
     """
-    if not kwargs and type(data) is tuple and _plain(data):
+    if not kwargs and (type(data) is tuple or type(data) is list) and len(data) <= 16 and _plain(
+        data
+    ):
         try:
             blob = pickle.dumps((mode, data, kwargs), PROTOCOL)
         except Exception:

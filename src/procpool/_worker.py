@@ -113,6 +113,7 @@ class _Worker:
         self.stopping = False
         self.in_call = False
         self.steal_pending = False
+        self.absorbing = False
         self.done = 0
         # Lingering after answering a caller blocked on the answer (CALL_WAITED).
         self.caller_waiting = False
@@ -139,16 +140,25 @@ class _Worker:
         Only acts in the middle of a user call, when the main loop is not itself
         reading the pipe or writing an answer.
         """
-        if self.in_call:
+        if self.in_call and not self.absorbing:
             self.absorb()
         else:
             self.steal_pending = True  # honoured as the next call starts
 
     def absorb(self) -> None:
-        """Read whatever the parent has sent (CANCELs are answered at once)."""
-        self.steal_pending = False
-        while self.poller.poll(0) and self.receive(block=False):
-            pass
+        """Read whatever the parent has sent (CANCELs are answered at once).
+
+        Never re-entered: a second SIGUSR1 that lands while this runs (in a handler,
+        or at the start of a call) is left for the next call's start, not handled in
+        the middle of our own walk over the queue.
+        """
+        self.absorbing = True
+        try:
+            self.steal_pending = False
+            while self.poller.poll(0) and self.receive(block=False):
+                pass
+        finally:
+            self.absorbing = False
 
     def receive(self, block: bool) -> bool:
         """Take in frames from the parent. False when the parent has gone."""
