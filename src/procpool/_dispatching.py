@@ -105,6 +105,10 @@ class Dispatching:
         idle = False
         for slot in self._slots.values():
             held = len(slot.outstanding)
+            if held == 1:  # a batch counts as the calls it has not started
+                head = slot.outstanding[0]
+                if head.items is not None:
+                    held = len(head.items) - head.answered
             if held > 1:
                 if not (slot.stealing or slot.doomed):
                     victims.append(slot)
@@ -133,6 +137,9 @@ class Dispatching:
         for slot in self._victims():
             if now - slot.head_started < after:
                 continue
+            head = slot.outstanding[0]
+            if head.items is not None and len(head.items) - head.answered > 1:
+                slot.queue(Kind.CANCEL, head.tid)  # cut it after the running item
             for task in list(slot.outstanding)[1:]:
                 slot.queue(Kind.CANCEL, task.tid)
             slot.stealing = True

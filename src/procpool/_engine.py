@@ -61,9 +61,17 @@ from ._errors import (
     SerializationError,
 )
 from ._faults import FaultHandling
-from ._slot import DISCARD, Slot, Task, _parent_fds, close_parent_fd, parent_pipe
+from ._slot import (
+    DISCARD,
+    TID_STEP,
+    Slot,
+    Task,
+    _parent_fds,
+    close_parent_fd,
+    parent_pipe,
+)
 from ._state import State
-from ._wire import ErrorReport, FrameReader, Kind
+from ._wire import CUT, ErrorReport, FrameReader, Kind
 from ._worker import WorkerConfig, spin
 
 log = logging.getLogger("procpool")
@@ -134,7 +142,9 @@ class Engine(FaultHandling):
         self._wake_pending = False
         self._feeders = 0
         self._feeder_threads: list[threading.Thread] = []
-        self._tids = itertools.count(1)  # next() on it is atomic: no lock needed
+        # next() on it is atomic: no lock needed. Multiples of TID_STEP: the items of a
+        # batch answer as tid + offset.
+        self._tids = itertools.count(TID_STEP, TID_STEP)
         self._last_lent: Slot | None = None
         self._pending: deque[Task] = deque()
         self._slots: dict[int, Slot] = {}
@@ -457,9 +467,13 @@ class Engine(FaultHandling):
             if kind != _RESULT or not outstanding or outstanding[0].tid != tid:
                 self._on_frame(slot, kind, tid, payload)
                 continue
+            task = outstanding[0]
+            if task.items is not None:
+                self._on_item(slot, task, kind, payload)
+                continue
             # The common case, inline (it runs once per task): the running call's
             # result. The same steps as _take, _finish and _resolve.
-            task = outstanding.popleft()
+            outstanding.popleft()
             now = clock()
             self._note_service_time(now - slot.head_started)
             slot.head_started = now
@@ -476,6 +490,27 @@ class Engine(FaultHandling):
                 continue
             self._resolve(task, True, value)
         return more
+
+    def _on_item(self, slot: Slot, batch: Task, kind: int, payload: bytes) -> None:
+        """The answer for the running item of a batch (see Task)."""
+        assert batch.items is not None
+        now = time.monotonic()
+        self._note_service_time(now - slot.head_started)
+        slot.head_started = now  # time limits and stealing count per item
+        offset = batch.answered
+        batch.answered = offset + 1
+        if batch.answered == len(batch.items):
+            slot.outstanding.popleft()
+            slot.stealing = False
+            batch.worker = None
+        item = Task(b"", batch.sink, batch.index + offset, batch.name, (None, 0))
+        item.cancelled = batch.cancelled
+        if batch.worker is None:
+            batch.sink = DISCARD
+        if kind == Kind.RESULT_OOB:
+            self._finish_oob(slot, item, payload)
+        else:
+            self._finish(item, kind == Kind.RESULT, payload)
 
     def _on_readable(self, slot: Slot) -> None:
         if self._pump(slot) is False:
@@ -496,6 +531,11 @@ class Engine(FaultHandling):
                 break
 
     def _on_frame(self, slot: Slot, kind: int, tid: int, payload: bytes) -> None:
+        if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.RESULT_OOB:
+            head = slot.outstanding[0] if slot.outstanding else None
+            if head is not None and head.items is not None and 0 <= tid - head.tid < TID_STEP:
+                self._on_item(slot, head, kind, payload)
+                return
         if kind == Kind.RESULT or kind == Kind.ERROR:
             task = self._take(slot, tid)
             if task is not None:
@@ -510,6 +550,8 @@ class Engine(FaultHandling):
                 self._pending.appendleft(task)
             if len(slot.outstanding) <= 1:
                 slot.stealing = False
+        elif kind == Kind.CUT:
+            self._on_cut(slot, tid, payload)
         elif kind == Kind.READY:
             slot.ready = True
             self._start_failures = self._start_kills = 0
@@ -518,6 +560,36 @@ class Engine(FaultHandling):
         elif kind == Kind.INIT_FAILED:
             report: ErrorReport = _serialize.loads(payload)
             slot.init_error = report.traceback
+
+    def _on_cut(self, slot: Slot, tid: int, payload: bytes) -> None:
+        """A worker stopped a batch early (asked by _steal, or it could not unpickle
+        it): the items it did not run go back to the front of the queue."""
+        offset, split = CUT.unpack(payload)
+        outstanding = slot.outstanding
+        if not outstanding or outstanding[0].tid != tid:
+            return
+        batch = outstanding.popleft()
+        batch.worker = None
+        slot.head_started = time.monotonic()
+        if len(outstanding) <= 1:
+            slot.stealing = False
+        if batch.cancelled or batch.items is None:
+            return
+        batch.answered = offset
+        if split:  # one by one, so that only the item that cannot travel fails
+            parts = [self._part(batch, i, i + 1) for i in range(offset, len(batch.items))]
+        else:
+            parts = [self._part(batch, offset)]
+        batch.sink = DISCARD
+        for part in reversed(parts):
+            self._pending.appendleft(part)
+
+    def _part(self, batch: Task, start: int, stop: int | None = None) -> Task:
+        """A new task for some of a batch's items, with a task id of its own."""
+        part = batch.part(start, stop)
+        part.tid = next(self._tids)
+        part.cancelled = batch.cancelled
+        return part
 
     def _take(self, slot: Slot, tid: int) -> Task | None:
         """Remove a task from the slot's outstanding calls, noting who runs next."""
@@ -579,7 +651,11 @@ class Engine(FaultHandling):
         task.release()
         sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
         try:
-            sink._resolve(task.index, ok, value)
+            if task.items is None:
+                sink._resolve(task.index, ok, value)
+            else:  # a whole batch fails (terminate, a broken pool): every item left
+                for offset in range(task.answered, len(task.items)):
+                    sink._resolve(task.index + offset, ok, value)
         except BaseException:
             log.exception("procpool: resolving a task failed")
 

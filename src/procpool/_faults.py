@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._dispatching import Dispatching, ms_until
 from ._errors import CancelledError, PoolBrokenError, TaskTimeoutError, WorkerLostError
-from ._slot import Slot, Task
+from ._slot import DISCARD, Slot, Task
 from ._state import State
 from ._wire import Kind
 
@@ -47,6 +47,7 @@ class FaultHandling(Dispatching):
         def _unwatch(self, fd: int) -> None: ...
         def _forget(self, slot: Slot) -> None: ...
         def _resolve(self, task: Task, ok: bool, value: Any) -> None: ...
+        def _part(self, batch: Task, start: int, stop: int | None = None) -> Task: ...
 
     def _on_death(self, slot: Slot) -> None:
         if slot.lent:
@@ -60,8 +61,7 @@ class FaultHandling(Dispatching):
         outstanding = list(slot.outstanding)
         slot.outstanding.clear()
         if outstanding and not slot.retiring:
-            head = outstanding.pop(0)
-            head.worker = None
+            head = self._running_part(outstanding)
             self._fail_or_retry(head, WorkerLostError(slot.pid, exitcode, head.name))
         self._requeue(outstanding)
         if not slot.ready and not slot.doomed and self.state is not State.TERMINATING:
@@ -102,7 +102,24 @@ class FaultHandling(Dispatching):
     def _requeue(self, tasks: list[Task]) -> None:
         for task in reversed(tasks):
             task.worker = None
+            if task.items is not None and task.answered:
+                task = self._part(task, task.answered)  # what a batch has not yet run
             self._pending.appendleft(task)
+
+    def _running_part(self, outstanding: list[Task]) -> Task:
+        """Take the head call out of ``outstanding`` (a stopped or dead worker's list):
+        for a batch, just its running item, with the rest put back first in line."""
+        head = outstanding.pop(0)
+        head.worker = None
+        if head.items is None:
+            return head
+        offset = head.answered
+        item = self._part(head, offset, offset + 1)
+        item.attempts = head.attempts
+        if offset + 1 < len(head.items):
+            outstanding.insert(0, self._part(head, offset + 1))
+        head.sink = DISCARD
+        return item
 
     def _fail_or_retry(self, task: Task, error: BaseException) -> None:
         if task.cancelled:
@@ -126,15 +143,13 @@ class FaultHandling(Dispatching):
     def _stop_slot(self, slot: Slot, now: float) -> None:
         """Kill a worker whose head task must stop; requeue the calls queued behind it."""
         self._doom(slot, now)
-        queued = list(slot.outstanding)[1:]
-        head = slot.outstanding[0] if slot.outstanding else None
+        queued = list(slot.outstanding)
         slot.outstanding.clear()
+        head = self._running_part(queued) if queued else None
         self._requeue(queued)
-        if head is not None:
-            head.worker = None
-            if not head.cancelled:
-                error = TaskTimeoutError(head.timeout or 0.0, slot.pid, head.name)
-                self._fail_or_retry(head, error)
+        if head is not None and not head.cancelled:
+            error = TaskTimeoutError(head.timeout or 0.0, slot.pid, head.name)
+            self._fail_or_retry(head, error)
 
     def _doom(self, slot: Slot, now: float) -> None:
         self._timed = True  # its SIGKILL time is a deadline

@@ -410,9 +410,27 @@ class Pool:
             payload = _serialize.call_payload(fn_blob, MAP, chunk, {})
             return Task(payload, sink, index, label, options)
 
+        def remake(items: list[Any]) -> bytes:
+            return _serialize.call_payload(fn_blob, MAP, items, {})
+
+        def make_batch(items: list[Any], index: int, sink: IMapIterator[T]) -> Task | None:
+            """One-item chunks, several to a frame (see Task); None when they carry
+            large buffers (those travel one call at a time)."""
+            payload = remake(items)
+            if getattr(payload, "fds", None):
+                return None
+            task = Task(payload, sink, index, name, options)
+            task.items, task.remake = items, remake
+            return task
+
         window = max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER)
+        # A worker recycled after N tasks or at a memory mark must count and check
+        # each item as a task: no batches then.
+        cfg = self._engine._config
+        batches = make_batch if cfg.max_tasks is None and cfg.max_memory is None else None
         it: IMapIterator[T] = IMapIterator(
-            self._engine, make_task, iter(iterable), size, ordered, window, self._processes
+            self._engine, make_task, iter(iterable), size, ordered, window, self._processes,
+            batches,
         )
         self._imaps.add(it)
         return it

@@ -24,6 +24,8 @@ T = TypeVar("T")
 log = logging.getLogger("procpool")
 
 _MAX_ADAPTIVE_CHUNK = 4096
+_MAX_BATCH = 64
+_BATCH_WORK = 0.001  # seconds of work per batch of one-item chunks
 
 # Guards the pending -> done transition of every handle: the scheduler resolves,
 # user threads cancel, and exactly one of them wins.
@@ -286,9 +288,13 @@ class IMapIterator(Generic[T]):
         ordered: bool,
         window: int,
         workers: int,
+        make_batch: Callable[[list[Any], int, IMapIterator[T]], Task | None] | None = None,
     ) -> None:
         self._engine = engine
         self._make_task = make_task
+        # One-item chunks of short calls go several to a frame (Task.items): ~1 ms of
+        # work per batch, from the rate measured so far.
+        self._make_batch = make_batch if chunksize == 1 else None
         self._source = source
         self._fixed = chunksize
         self._workers = workers
@@ -344,7 +350,7 @@ class IMapIterator(Generic[T]):
         self._exhausted = True
         with self._cond:
             self._cancelled = True
-            tasks = list(self._inflight.values())
+            tasks = list({id(t): t for t in self._inflight.values()}.values())  # batches once
             self._inflight.clear()
             self._cond.notify_all()
         for task in tasks:
@@ -397,6 +403,10 @@ class IMapIterator(Generic[T]):
                 self._submit_chunks(window - (self._submitted - self._taken), feeder=False)
 
     def _submit_chunks(self, count: int, feeder: bool) -> None:
+        batch = self._batch_size()
+        if batch > 1:
+            self._submit_batches(count, batch, feeder)
+            return
         tasks: list[Task] = []
         while len(tasks) < count:
             chunk = self._read_chunk()
@@ -411,6 +421,49 @@ class IMapIterator(Generic[T]):
                 self._inflight[task.index] = task
         self._engine.submit(tasks, feeder=feeder)
         self._submitted += len(tasks)
+
+    def _batch_size(self) -> int:
+        if self._make_batch is None or not self._yielded:
+            return 1
+        per_item = (time.perf_counter() - self._started) * self._workers / self._yielded
+        return max(1, min(_MAX_BATCH, int(_BATCH_WORK / max(per_item, 1e-7))))
+
+    def _submit_batches(self, count: int, size: int, feeder: bool) -> None:
+        """Submit ``count`` one-item chunks, ``size`` to a task."""
+        assert self._make_batch is not None
+        tasks: list[Task] = []
+        taken = 0
+        while taken < count and not self._exhausted:
+            items: list[Any] = []
+            for _ in range(min(size, count - taken)):
+                chunk = self._read_chunk()
+                if not chunk:
+                    break
+                items.append(chunk[0])
+            if not items:
+                break
+            index = self._submitted + taken
+            task = self._make_batch(items, index, self) if len(items) > 1 else None
+            if task is not None:
+                tasks.append(task)
+            else:
+                start = self._read - len(items)
+                tasks.extend(
+                    self._make_task([item], index + i, start + i, self)
+                    for i, item in enumerate(items)
+                )
+            taken += len(items)
+        if not tasks:
+            return
+        with self._cond:
+            for task in tasks:
+                if task.items is None:
+                    self._inflight[task.index] = task
+                else:
+                    for offset in range(len(task.items)):
+                        self._inflight[task.index + offset] = task
+        self._engine.submit(tasks, feeder=feeder)
+        self._submitted += taken
 
     def feed_rest(self) -> None:
         """The pool was closed: read the rest of the input in a thread, as the stdlib's

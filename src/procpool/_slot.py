@@ -12,6 +12,7 @@ import select
 import signal
 import socket
 from collections import deque
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from . import _shm, _worker
@@ -77,16 +78,30 @@ class _Discard:
 DISCARD = _Discard()
 
 
+# Task ids are multiples of this; the items of a batch answer as tid + 0, 1, 2, ...
+TID_STEP = 1 << 16
+
+
 class Task:
-    """One call (or one chunk of a map) on its way through the pool."""
+    """One call (or one chunk of a map) on its way through the pool.
+
+    A *batch* (``items`` set) carries several one-item chunks of an imap in one
+    frame; the worker runs and answers them one by one, as ``tid + offset``, and each
+    is resolved at ``index + offset`` of the sink. ``answered`` items are done; the
+    next one is the one running. ``remake(items)`` pickles a rest of the batch again
+    (when a worker dies in the middle of it, or the batch is cut to share it out).
+    """
 
     __slots__ = (
+        "answered",
         "attempts",
         "cancelled",
         "fds",
         "index",
+        "items",
         "name",
         "payload",
+        "remake",
         "retries",
         "sink",
         "tid",
@@ -107,6 +122,19 @@ class Task:
         self.cancelled = False
         self.worker: Slot | None = None
         self.fds: tuple[int, ...] = getattr(payload, "fds", ())
+        self.items: list[Any] | None = None
+        self.remake: Callable[[list[Any]], bytes] | None = None
+        self.answered = 0
+
+    def part(self, start: int, stop: int | None = None) -> Task:
+        """A new task for the items ``start:stop`` of this batch (one item: a plain call)."""
+        assert self.items is not None and self.remake is not None
+        items = self.items[start:stop]
+        task = Task(self.remake(items), self.sink, self.index + start, self.name,
+                    (self.timeout, self.retries))
+        if len(items) > 1:
+            task.items, task.remake = items, self.remake
+        return task
 
     def release(self) -> None:
         """Close the memfds of a finished task (its large buffers; see OOBPayload)."""
@@ -194,6 +222,8 @@ class Slot:
 
     def queue_call(self, task: Task, kind: int = Kind.CALL) -> None:
         if not task.fds:
+            if task.items is not None:
+                kind = Kind.CALL_ITEMS
             self.outbox.append(frame(kind, task.tid, task.payload))
             return
         # The descriptors go first: the worker takes them when it reads this frame.

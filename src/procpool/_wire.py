@@ -34,6 +34,9 @@ from dataclasses import dataclass
 
 HEADER = struct.Struct("<IBQ")
 HEADER_SIZE = HEADER.size
+# The payload of a CUT: the offset of the first item not run, and 1 when the batch
+# could not even be unpickled (the parent then sends its items one by one).
+CUT = struct.Struct("<IB")
 _READ_SIZE = 1 << 16
 _MAX_READ = 1 << 20  # a pipe holds at most this much (see _slot._widen)
 
@@ -50,7 +53,9 @@ class Kind(enum.IntEnum):
     INIT_FAILED = 15
     CALL_OOB = 4  # a CALL whose large buffers come on the descriptor socket
     CALL_WAITED = 5  # a CALL whose caller is blocked on the answer (Engine.call_direct)
+    CALL_ITEMS = 6  # a batch: run each item as its own call, answer each as tid + offset
     RESULT_OOB = 16  # likewise for a RESULT
+    CUT = 17  # a batch was cut short (asked by CANCEL); payload: the first item not run
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import _serialize, _shm
 from ._errors import SerializationError
-from ._wire import FrameReader, Kind, frame, write_all
+from ._wire import CUT, FrameReader, Kind, frame, write_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +105,8 @@ class _Worker:
         self.fd_sock = fd_sock
         self.config = config
         self.reader = FrameReader(task_fd)
-        # (task id, pickled call, its memfds, the descriptor its answer goes to)
-        self.queue: deque[tuple[int, bytes, list[int] | None, int]] = deque()
+        # (task id, pickled call, its memfds, the descriptor its answer goes to, batch?)
+        self.queue: deque[tuple[int, bytes, list[int] | None, int, bool]] = deque()
         self.poller = select.poll()
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
@@ -114,6 +114,8 @@ class _Worker:
         self.in_call = False
         self.steal_pending = False
         self.absorbing = False
+        self.running_batch: int | None = None
+        self.cut = False
         self.done = 0
         # Lingering after answering a caller blocked on the answer (CALL_WAITED).
         self.caller_waiting = False
@@ -168,14 +170,16 @@ class _Worker:
             return False
         for kind, tid, payload in self.reader.frames():
             if kind == Kind.CALL:
-                self.queue.append((tid, payload, None, self.result_fd))
+                self.queue.append((tid, payload, None, self.result_fd, False))
+            elif kind == Kind.CALL_ITEMS:
+                self.queue.append((tid, payload, None, self.result_fd, True))
             elif kind == Kind.CALL_WAITED:
-                self.queue.append((tid, payload, None, self.direct_fd))
+                self.queue.append((tid, payload, None, self.direct_fd, False))
                 self.on_waited_call()
             elif kind == Kind.CALL_OOB:
                 count, rest = _shm.unpack_count(payload)
                 fds = _shm.receive(self.fd_sock, count)
-                self.queue.append((tid, bytes(rest), fds, self.result_fd))
+                self.queue.append((tid, bytes(rest), fds, self.result_fd, False))
             elif kind == Kind.CANCEL:
                 self.drop(tid)
             elif kind == Kind.STOP:
@@ -183,6 +187,9 @@ class _Worker:
         return True
 
     def drop(self, tid: int) -> None:
+        if tid == self.running_batch:
+            self.cut = True  # stop after the item running now (see run_items)
+            return
         for item in self.queue:
             if item[0] == tid:
                 self.queue.remove(item)
@@ -190,17 +197,59 @@ class _Worker:
                 self.send(Kind.CANCELLED, tid)
                 return
 
-    def run_one(self, tid: int, payload: bytes, fds: list[int] | None, out: int) -> None:
+    def run_one(
+        self, tid: int, payload: bytes, fds: list[int] | None, out: int, batch: bool
+    ) -> None:
         try:
             fn_blob, (mode, data, kwargs) = _serialize.split_call(payload, fds)
             fn = self.fn_cache.get(fn_blob)
             if fn is None:
                 fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
         except BaseException as exc:
+            if batch:  # the parent sends the items again one by one: each fails alone
+                self.send(Kind.CUT, tid, CUT.pack(0, 1))
+                return
             err = SerializationError("unpickle task", f"{type(exc).__name__}: {exc}")
             err.__cause__ = exc
             self.send(Kind.ERROR, tid, _serialize.error_report(err), out)
             return
+        if batch:
+            self.run_items(tid, fn, mode, data, kwargs)
+        else:
+            self.answer(tid, out, fn, mode, data, kwargs)
+
+    def run_items(
+        self, tid: int, fn: Callable[..., Any], mode: int, items: list[Any], kwargs: dict[str, Any]
+    ) -> None:
+        """Run a batch: each item as its own call, answered at once as ``tid + offset``.
+
+        A CANCEL for the batch (the parent taking back its rest for an idle worker)
+        stops it after the item running then: CUT says where.
+        """
+        self.running_batch = tid
+        self.cut = False
+        clock = time.monotonic
+        peeked = clock()
+        try:
+            for offset, item in enumerate(items):
+                if offset:
+                    self.done += 1
+                    if clock() - peeked >= _PEEK_EVERY:
+                        if not self.receive(block=False):
+                            return
+                        peeked = clock()
+                    if self.cut:
+                        self.send(Kind.CUT, tid, CUT.pack(offset, 0))
+                        return
+                self.answer(tid + offset, self.result_fd, fn, mode, [item], kwargs)
+        finally:
+            self.running_batch = None
+
+    def answer(
+        self, tid: int, out: int, fn: Callable[..., Any], mode: int, data: Any,
+        kwargs: dict[str, Any],
+    ) -> None:
+        """Run one call and send its RESULT (or ERROR)."""
         try:
             self.in_call = True
             if self.steal_pending:  # a SIGUSR1 came while the arguments were unpickled
