@@ -155,3 +155,33 @@ def sigterm_handler_name(_: object = None) -> str:
 
     handler = _signal.getsignal(_signal.SIGTERM)
     return "default" if handler == _signal.SIG_DFL else repr(handler)
+
+
+# --- one item of a long imap misbehaves (batches of one-item chunks)
+
+BAD_ITEM = 2500
+
+
+def act_at(x: int, action: str) -> int:
+    """x squared, except that item BAD_ITEM does ``action``."""
+    if x == BAD_ITEM:
+        act(action)
+    return x * x
+
+
+def block_at(x: int, release: Any) -> int:
+    """x squared; item BAD_ITEM first waits for ``release`` (a Manager Event)."""
+    if x == BAD_ITEM:
+        release.wait()
+    return x * x
+
+
+def forever_at(x: int) -> int:
+    if x == BAD_ITEM:
+        threading.Event().wait()
+    return x * x
+
+
+def square_or_kill_once(x: Any) -> Any:
+    """x squared; a str is a marker path: kill_once(x)."""
+    return kill_once(x) if isinstance(x, str) else x * x

@@ -552,6 +552,9 @@ class Engine(FaultHandling):
                 slot.stealing = False
         elif kind == Kind.CUT:
             self._on_cut(slot, tid, payload)
+        elif kind == Kind.UNPACKED:
+            if slot.outstanding and slot.outstanding[0].tid == tid:
+                slot.outstanding[0].unpacked = True
         elif kind == Kind.READY:
             slot.ready = True
             self._start_failures = self._start_kills = 0
@@ -568,19 +571,25 @@ class Engine(FaultHandling):
         outstanding = slot.outstanding
         if not outstanding or outstanding[0].tid != tid:
             return
-        batch = outstanding.popleft()
-        batch.worker = None
-        slot.head_started = time.monotonic()
+        batch = outstanding[0]
+        items = batch.items
+        if items is None:
+            return
+        # The batch now ends before ``offset`` (the item running, if any, stays).
+        parts: list[Task] = []
+        if not batch.cancelled and offset < len(items):
+            if split:  # one by one, so that only the item that cannot travel fails
+                parts = [self._part(batch, i, i + 1) for i in range(offset, len(items))]
+            else:
+                parts = [self._part(batch, offset)]
+        batch.items = items[:offset]
+        if batch.answered >= offset:
+            outstanding.popleft()
+            batch.worker = None
+            batch.sink = DISCARD
+            slot.head_started = time.monotonic()
         if len(outstanding) <= 1:
             slot.stealing = False
-        if batch.cancelled or batch.items is None:
-            return
-        batch.answered = offset
-        if split:  # one by one, so that only the item that cannot travel fails
-            parts = [self._part(batch, i, i + 1) for i in range(offset, len(batch.items))]
-        else:
-            parts = [self._part(batch, offset)]
-        batch.sink = DISCARD
         for part in reversed(parts):
             self._pending.appendleft(part)
 

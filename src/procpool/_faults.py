@@ -62,7 +62,8 @@ class FaultHandling(Dispatching):
         slot.outstanding.clear()
         if outstanding and not slot.retiring:
             head = self._running_part(outstanding)
-            self._fail_or_retry(head, WorkerLostError(slot.pid, exitcode, head.name))
+            if head is not None:
+                self._fail_or_retry(head, WorkerLostError(slot.pid, exitcode, head.name))
         self._requeue(outstanding)
         if not slot.ready and not slot.doomed and self.state is not State.TERMINATING:
             self._on_start_failure(slot, exitcode)
@@ -106,13 +107,22 @@ class FaultHandling(Dispatching):
                 task = self._part(task, task.answered)  # what a batch has not yet run
             self._pending.appendleft(task)
 
-    def _running_part(self, outstanding: list[Task]) -> Task:
+    def _running_part(self, outstanding: list[Task]) -> Task | None:
         """Take the head call out of ``outstanding`` (a stopped or dead worker's list):
-        for a batch, just its running item, with the rest put back first in line."""
+        for a batch, just its running item, with the rest put back first in line.
+
+        None for a batch that was not even unpickled: any item may be to blame, so
+        they are all put back, one call each (see Task).
+        """
         head = outstanding.pop(0)
         head.worker = None
         if head.items is None:
             return head
+        if not head.unpacked:
+            singles = [self._part(head, i, i + 1) for i in range(len(head.items))]
+            outstanding[:0] = singles
+            head.sink = DISCARD
+            return None
         offset = head.answered
         item = self._part(head, offset, offset + 1)
         item.attempts = head.attempts

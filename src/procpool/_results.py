@@ -15,6 +15,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import CancelledError, GetTimeoutError
+from ._state import State
 
 if TYPE_CHECKING:
     from ._engine import Engine
@@ -391,6 +392,10 @@ class IMapIterator(Generic[T]):
         """Submit chunks until ``window`` of them are in flight or the input ends."""
         if self._exhausted or self._feeding:
             return
+        if self._engine.state in (State.TERMINATING, State.BROKEN):
+            # Terminated (or broken): what is in flight fails as such; read no more.
+            self._exhausted = True
+            return
         # Top up in batches, once half the window has drained: one submit (and one
         # wake-up of the scheduler) per batch rather than per result.
         window = self._window
@@ -408,19 +413,50 @@ class IMapIterator(Generic[T]):
             self._submit_batches(count, batch, feeder)
             return
         tasks: list[Task] = []
-        while len(tasks) < count:
+        failed: list[tuple[int, BaseException]] = []
+        taken = 0
+        while taken < count:
             chunk = self._read_chunk()
             if not chunk:
                 break
-            index = self._submitted + len(tasks)
-            tasks.append(self._make_task(chunk, index, self._read - len(chunk), self))
-        if not tasks:
+            self._make_one(chunk, self._submitted + taken, self._read - len(chunk), tasks, failed)
+            taken += 1
+        self._submit(tasks, failed, taken, feeder)
+
+    def _make_one(
+        self, chunk: list[Any], index: int, start: int, tasks: list[Task],
+        failed: list[tuple[int, BaseException]],
+    ) -> None:
+        """A task for ``chunk``, or its error in its place (an argument that cannot be
+        pickled fails its own chunk, as in the stdlib, and the map goes on)."""
+        try:
+            tasks.append(self._make_task(chunk, index, start, self))
+        except Exception as exc:
+            failed.append((index, exc))
+
+    def _submit(
+        self, tasks: list[Task], failed: list[tuple[int, BaseException]], taken: int,
+        feeder: bool,
+    ) -> None:
+        """Hand over the tasks of ``taken`` chunks (``failed`` ones resolved here)."""
+        if not taken:
             return
         with self._cond:
             for task in tasks:
-                self._inflight[task.index] = task
-        self._engine.submit(tasks, feeder=feeder)
-        self._submitted += len(tasks)
+                if task.items is None:
+                    self._inflight[task.index] = task
+                else:
+                    for offset in range(len(task.items)):
+                        self._inflight[task.index + offset] = task
+            for index, exc in failed:
+                self._done[index] = (False, exc)
+                if not self._ordered:
+                    self._arrived.append(index)
+            if failed:
+                self._cond.notify()
+        if tasks:
+            self._engine.submit(tasks, feeder=feeder)
+        self._submitted += taken
 
     def _batch_size(self) -> int:
         if self._make_batch is None or not self._yielded:
@@ -432,6 +468,7 @@ class IMapIterator(Generic[T]):
         """Submit ``count`` one-item chunks, ``size`` to a task."""
         assert self._make_batch is not None
         tasks: list[Task] = []
+        failed: list[tuple[int, BaseException]] = []
         taken = 0
         while taken < count and not self._exhausted:
             items: list[Any] = []
@@ -443,27 +480,18 @@ class IMapIterator(Generic[T]):
             if not items:
                 break
             index = self._submitted + taken
-            task = self._make_batch(items, index, self) if len(items) > 1 else None
+            try:
+                task = self._make_batch(items, index, self) if len(items) > 1 else None
+            except Exception:
+                task = None  # one of them cannot be pickled: find which, one by one
             if task is not None:
                 tasks.append(task)
             else:
                 start = self._read - len(items)
-                tasks.extend(
-                    self._make_task([item], index + i, start + i, self)
-                    for i, item in enumerate(items)
-                )
+                for i, item in enumerate(items):
+                    self._make_one([item], index + i, start + i, tasks, failed)
             taken += len(items)
-        if not tasks:
-            return
-        with self._cond:
-            for task in tasks:
-                if task.items is None:
-                    self._inflight[task.index] = task
-                else:
-                    for offset in range(len(task.items)):
-                        self._inflight[task.index + offset] = task
-        self._engine.submit(tasks, feeder=feeder)
-        self._submitted += taken
+        self._submit(tasks, failed, taken, feeder)
 
     def feed_rest(self) -> None:
         """The pool was closed: read the rest of the input in a thread, as the stdlib's

@@ -90,6 +90,8 @@ class Task:
     is resolved at ``index + offset`` of the sink. ``answered`` items are done; the
     next one is the one running. ``remake(items)`` pickles a rest of the batch again
     (when a worker dies in the middle of it, or the batch is cut to share it out).
+    A worker that dies before it has ``unpacked`` a batch may have died of any item's
+    pickle: the items are then sent again one by one, and only the guilty one fails.
     """
 
     __slots__ = (
@@ -106,6 +108,7 @@ class Task:
         "sink",
         "tid",
         "timeout",
+        "unpacked",
         "worker",
     )
 
@@ -125,6 +128,7 @@ class Task:
         self.items: list[Any] | None = None
         self.remake: Callable[[list[Any]], bytes] | None = None
         self.answered = 0
+        self.unpacked = False  # the worker has unpickled this batch (UNPACKED)
 
     def part(self, start: int, stop: int | None = None) -> Task:
         """A new task for the items ``start:stop`` of this batch (one item: a plain call)."""

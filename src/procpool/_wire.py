@@ -56,6 +56,7 @@ class Kind(enum.IntEnum):
     CALL_ITEMS = 6  # a batch: run each item as its own call, answer each as tid + offset
     RESULT_OOB = 16  # likewise for a RESULT
     CUT = 17  # a batch was cut short (asked by CANCEL); payload: the first item not run
+    UNPACKED = 18  # a batch was unpickled: a death from now on is its running item's
 
 
 @dataclass(frozen=True, slots=True)

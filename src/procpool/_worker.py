@@ -115,6 +115,7 @@ class _Worker:
         self.steal_pending = False
         self.absorbing = False
         self.running_batch: int | None = None
+        self.batch_next = 0  # the first item of the running batch not started yet
         self.cut = False
         self.done = 0
         # Lingering after answering a caller blocked on the answer (CALL_WAITED).
@@ -188,7 +189,11 @@ class _Worker:
 
     def drop(self, tid: int) -> None:
         if tid == self.running_batch:
-            self.cut = True  # stop after the item running now (see run_items)
+            # Give back the items not started yet at once (this may run in the middle
+            # of a long item, from the steal signal); stop after the running one.
+            if not self.cut:
+                self.cut = True
+                self.send(Kind.CUT, tid, CUT.pack(self.batch_next, 0))
             return
         for item in self.queue:
             if item[0] == tid:
@@ -214,6 +219,7 @@ class _Worker:
             self.send(Kind.ERROR, tid, _serialize.error_report(err), out)
             return
         if batch:
+            self.send(Kind.UNPACKED, tid)
             self.run_items(tid, fn, mode, data, kwargs)
         else:
             self.answer(tid, out, fn, mode, data, kwargs)
@@ -224,7 +230,8 @@ class _Worker:
         """Run a batch: each item as its own call, answered at once as ``tid + offset``.
 
         A CANCEL for the batch (the parent taking back its rest for an idle worker)
-        stops it after the item running then: CUT says where.
+        is answered at once by CUT (see drop), and the batch stops after the item
+        running then.
         """
         self.running_batch = tid
         self.cut = False
@@ -238,9 +245,9 @@ class _Worker:
                         if not self.receive(block=False):
                             return
                         peeked = clock()
-                    if self.cut:
-                        self.send(Kind.CUT, tid, CUT.pack(offset, 0))
-                        return
+                self.batch_next = offset + 1
+                if self.cut:
+                    return
                 self.answer(tid + offset, self.result_fd, fn, mode, [item], kwargs)
         finally:
             self.running_batch = None
