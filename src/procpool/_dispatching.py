@@ -73,7 +73,9 @@ class Dispatching:
             return
         max_tasks = self._config.max_tasks
         touched: set[Slot] = set()
-        for depth in range(limit):
+        # Round robin by depth, from the shallowest slot's (a deep one is skipped
+        # until the others have caught up).
+        for depth in range(min(len(s.outstanding) for s in slots), limit):
             if not pending:
                 break
             for slot in slots:
@@ -162,5 +164,6 @@ class Dispatching:
         return None if when is None else ms_until(when)
 
     def _note_service_time(self, seconds: float) -> None:
+        # (Engine._pump does the same inline for the result of a running call.)
         prev = self._service_time
         self._service_time = seconds if prev is None else prev + 0.2 * (seconds - prev)

@@ -475,7 +475,11 @@ class Engine(FaultHandling):
             # result. The same steps as _take, _finish and _resolve.
             outstanding.popleft()
             now = clock()
-            self._note_service_time(now - slot.head_started)
+            service = self._service_time  # as _note_service_time, inline
+            seconds = now - slot.head_started
+            self._service_time = (
+                seconds if service is None else service + 0.2 * (seconds - service)
+            )
             slot.head_started = now
             slot.stealing = False
             task.worker = None
