@@ -372,3 +372,27 @@ def test_blocking_apply_from_threads_while_workers_die(tmp_path: Path) -> None:
             t.join()
     assert len(outcomes) == 120
     assert outcomes.count("lost") == 12 and outcomes.count(True) == 108
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_workers_do_not_spin_once_the_caller_stops() -> None:
+    """A blocking apply in a loop makes the worker poll its pipe for a moment after
+    each answer (the next call usually comes at once). Once calls stop coming, the
+    worker must sleep: an idle pool burns no CPU. (Half a second of idleness is what
+    is measured here, not a synchronisation.)"""
+    import threading
+
+    with procpool.Pool(2, context="fork") as pool:
+        for i in range(300):
+            assert pool.apply(ff.square, (i,)) == i * i
+        pids = pool.worker_pids
+        before = [_cpu_seconds(pid) for pid in pids]
+        threading.Event().wait(0.5)
+        used = [_cpu_seconds(pid) - b for pid, b in zip(pids, before, strict=True)]
+    assert max(used) < 0.1, used

@@ -17,6 +17,8 @@ from ._wire import Kind
 if TYPE_CHECKING:
     from ._worker import WorkerConfig
 
+# Queued work per worker: more than the 5 ms GIL switch interval, for which a busy
+# user thread can keep the scheduler from refilling (see the _engine docstring).
 _TARGET_QUEUED = 0.010
 _MAX_PREFETCH = 1024
 _STEAL_MIN = 0.005

@@ -19,9 +19,11 @@ control message to a deque and write one byte to the wake pipe (only when no byt
 already pending, so a burst of submits costs one wake-up).
 
 **Dispatch.** A slot receives calls only once it has said READY. Each slot may hold a
-bounded number of calls (prefetch), sized from the measured service time: about 2 ms
-of queued work per worker, between 1 and 64 calls. Long tasks are never queued behind
-each other, short ones never leave a worker idle waiting for the parent.
+bounded number of calls (prefetch), sized from the measured service time: about 10 ms
+of queued work per worker, between 1 and 1024 calls. That outlasts the 5 ms a busy
+user thread may hold the GIL before this thread gets it back, so short calls never
+leave a worker idle waiting for the parent; calls of 10 ms or more queue at most one
+behind the running one (and work stealing takes back what waits too long).
 
 **Collect.** Workers run calls in arrival order and answer each at once, so the oldest
 unanswered call of a slot (its *head*) is the one running. That is how a death, a

@@ -110,9 +110,10 @@ class Executor(concurrent.futures.Executor):
     ) -> concurrent.futures.Future[T]:
         """Schedule ``fn(*args, **kwargs)``; return its Future at once."""
         self._check_open()
-        payload = _serialize.call_payload(_serialize.dumps_function(fn), APPLY, args, kwargs)
+        fn_part, name = _serialize.function_info(fn)
+        payload = _serialize.call_payload(fn_part, APPLY, args, kwargs)
         future: Future[T] = Future(self._engine, self._live)
-        task = future._task = Task(payload, future, 0, _serialize.describe(fn), self._options)
+        task = future._task = Task(payload, future, 0, name, self._options)
         self._hand_over([future], [task])
         return future
 

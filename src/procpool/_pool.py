@@ -191,14 +191,13 @@ class Pool:
                 f"for one argument write args=(x,)"
             )
         kwargs = dict(kwds) if kwds else {}
-        payload = _serialize.call_payload(
-            _serialize.dumps_function(func), APPLY, tuple(args), kwargs
-        )
+        fn_part, name = _serialize.function_info(func)
+        payload = _serialize.call_payload(fn_part, APPLY, tuple(args), kwargs)
         result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
         options = self._default_options
         if task_timeout is not None or retries is not None:
             options = self._options(task_timeout, retries)
-        task = Task(payload, result, 0, _serialize.describe(func), options)
+        task = Task(payload, result, 0, name, options)
         result._tasks.append(task)
         return result, task
 

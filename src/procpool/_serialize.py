@@ -135,14 +135,19 @@ class _PerFunction(Generic[V]):
         return value
 
 
-def _pickle_function(fn: object) -> bytes:
+def _function_info(fn: object) -> tuple[bytes, str]:
     blob = dumps(fn)
-    return _FN_LEN.pack(len(blob)) + blob
+    return _FN_LEN.pack(len(blob)) + blob, _describe(fn)
 
 
-#: A callable's part of every call payload (its length, then its pickle), made once
-#: per function and remembered.
-dumps_function = _PerFunction(_pickle_function)
+#: A callable's part of every call payload (its length, then its pickle) and its short
+#: name, made once per function and remembered.
+function_info = _PerFunction(_function_info)
+
+
+def dumps_function(fn: object) -> bytes:
+    """A callable's part of every call payload (see function_info)."""
+    return function_info(fn)[0]
 
 
 def loads(data: bytes) -> Any:

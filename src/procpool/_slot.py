@@ -124,7 +124,7 @@ class Task:
         self.attempts = 0
         self.cancelled = False
         self.worker: Slot | None = None
-        self.fds: tuple[int, ...] = getattr(payload, "fds", ())
+        self.fds: tuple[int, ...] = () if type(payload) is bytes else payload.fds  # type: ignore[attr-defined]
         self.items: list[Any] | None = None
         self.remake: Callable[[list[Any]], bytes] | None = None
         self.answered = 0
