@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 #: How long a task waits for an event or barrier the test controls. Only a deadlock
@@ -136,3 +137,12 @@ def make_bytes(size: int) -> bytes:
 
 def length(data: bytes) -> int:
     return len(data)
+
+
+def make_adder(n: int) -> Callable[[int], int]:
+    """A function made in the task: it can only travel back by value (cloudpickle)."""
+
+    def add_n(x: int) -> int:
+        return x + n
+
+    return add_n

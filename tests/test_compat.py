@@ -43,6 +43,7 @@ from compat_funcs import (
     imap_gate,
     init_report,
     length,
+    make_adder,
     make_bytes,
     pid_of,
     raise_error,
@@ -675,6 +676,16 @@ def test_lambdas_and_closures(pp: procpool.Pool) -> None:
     assert list(pp.imap(shifted, range(3))) == [10, 11, 12]
     assert sorted(pp.imap_unordered(lambda x: -x, range(3))) == [-2, -1, 0]
     assert pp.starmap(lambda a, b: a * b, [(2, 3), (4, 5)]) == [6, 20]
+
+
+def test_results_that_need_cloudpickle(start_method: str) -> None:
+    """A worker pickles a result by value (a function made in the task). A forked
+    worker once inherited the parent's cloudpickle import lock as held, and hung on
+    its first such result."""
+    with procpool.Pool(2, context=start_method) as pool:
+        made = pool.apply(make_adder, (5,))
+        assert made(1) == 6
+        assert [f(1) for f in pool.map(make_adder, range(3))] == [1, 2, 3]
 
 
 @fork_only

@@ -162,9 +162,7 @@ class Engine(FaultHandling):
         self._last_init_error: str | None = None
         # Start the first workers from the caller's thread, before the scheduler thread
         # exists: a fork taken while another thread holds a lock (an import lock, say)
-        # gives a child that deadlocks on it. Import cloudpickle first for the same reason.
-        import cloudpickle  # noqa: F401
-
+        # gives a child that deadlocks on it (see also _serialize.import_lock).
         self._replenish()
         self._thread = threading.Thread(target=self._main, name="procpool-scheduler", daemon=True)
         self._thread.start()

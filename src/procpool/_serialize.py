@@ -9,9 +9,11 @@ cached, so a lambda mapped over a million items is cloudpickled once.
 
 from __future__ import annotations
 
+import os
 import pickle
 import struct
 import sys
+import threading
 import traceback
 import weakref
 from collections.abc import Callable
@@ -31,8 +33,25 @@ _PLAIN = frozenset({int, float, str, bool, type(None), complex})
 V = TypeVar("V")
 
 
+#: Held while this process imports cloudpickle and while it forks a worker (see
+#: Slot): a fork in the middle of that import would give a child whose import lock
+#: is held forever, and which hangs when a task needs cloudpickle. Imported only when
+#: a call needs it: the import costs more than starting a pool.
+import_lock = threading.Lock()
+
+
+def _fresh_import_lock() -> None:
+    # A forked worker inherits the lock as its forking thread held it: locked.
+    global import_lock
+    import_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_import_lock)
+
+
 def _cloudpickle_dumps(obj: object) -> bytes:
-    import cloudpickle
+    with import_lock:
+        import cloudpickle
 
     data: bytes = cloudpickle.dumps(obj, protocol=PROTOCOL)
     return data

@@ -15,7 +15,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from . import _shm, _worker
+from . import _serialize, _shm, _worker
 from ._wire import FrameReader, Kind, frame
 
 # How long reap() waits for a worker whose sentinel fired to become waitable.
@@ -175,7 +175,8 @@ class Slot:
             daemon=True,
         )
         try:
-            self.process.start()
+            with _serialize.import_lock:  # never fork in the middle of that import
+                self.process.start()
         except BaseException:
             self.close_fds()
             raise
