@@ -1,11 +1,12 @@
-"""Process helpers shared by the tests that start programs of their own."""
+"""Helpers shared by the tests: waiting for processes, draining iterators."""
 
 from __future__ import annotations
 
 import os
 import select
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 
 def still_alive_after(pids: Iterable[int], timeout: float) -> list[int]:
@@ -29,3 +30,15 @@ def still_alive_after(pids: Iterable[int], timeout: float) -> list[int]:
         finally:
             os.close(fd)
     return alive
+
+
+def drain(it: Iterator[Any]) -> list[Any]:
+    """Iterate to the end, recording each exception (as its type) in its place."""
+    out: list[Any] = []
+    while True:
+        try:
+            out.append(next(it))
+        except StopIteration:
+            return out
+        except Exception as exc:
+            out.append(type(exc))

@@ -16,6 +16,7 @@ import pytest
 
 import fault_funcs as ff
 import procpool
+from proc_utils import drain
 from procpool import SerializationError, TaskTimeoutError, WorkerLostError
 from procpool._results import IMapIterator
 
@@ -37,18 +38,6 @@ def batches(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
-def _drain(it: Iterator[Any]) -> list[Any]:
-    """Iterate to the end, recording each exception (as its type) in its place."""
-    out: list[Any] = []
-    while True:
-        try:
-            out.append(next(it))
-        except StopIteration:
-            return out
-        except Exception as exc:
-            out.append(type(exc))
-
-
 def _expected(bad: Any) -> list[Any]:
     out: list[Any] = [x * x for x in range(ITEMS)]
     out[ff.BAD_ITEM] = bad
@@ -60,7 +49,7 @@ def test_one_item_fails_alone(start_method: str, action: str, batches: list[int]
     bad = ff.TrapError if action == "raise" else WorkerLostError
     with procpool.Pool(2, context=start_method) as pool:
         fn = functools.partial(ff.act_at, action=action)
-        assert _drain(pool.imap(fn, range(ITEMS), chunksize=1)) == _expected(bad)
+        assert drain(pool.imap(fn, range(ITEMS), chunksize=1)) == _expected(bad)
         assert sorted(pool.imap_unordered(ff.square, range(100), chunksize=1)) == [
             x * x for x in range(100)
         ]
@@ -77,7 +66,7 @@ def test_an_item_that_cannot_be_unpickled_fails_alone(
     items[ff.BAD_ITEM] = ff.Trap(action, "unpickle")
     bad = SerializationError if action == "raise" else WorkerLostError
     with procpool.Pool(2, context="fork") as pool:
-        out = _drain(pool.imap(ff.identity, items, chunksize=1))
+        out = drain(pool.imap(ff.identity, items, chunksize=1))
     expected: list[Any] = list(range(ITEMS))
     expected[ff.BAD_ITEM] = bad
     assert out == expected
@@ -90,7 +79,7 @@ def test_an_item_that_cannot_be_pickled_fails_alone(batches: list[int]) -> None:
     items: list[Any] = list(range(ITEMS))
     items[ff.BAD_ITEM] = threading.Lock()
     with procpool.Pool(2, context="fork") as pool:
-        out = _drain(pool.imap(ff.identity, items, chunksize=1))
+        out = drain(pool.imap(ff.identity, items, chunksize=1))
     assert out[: ff.BAD_ITEM] == list(range(ff.BAD_ITEM))
     assert out[ff.BAD_ITEM] is SerializationError
     assert issubclass(SerializationError, TypeError)  # what the stdlib raises there
@@ -100,7 +89,7 @@ def test_an_item_that_cannot_be_pickled_fails_alone(batches: list[int]) -> None:
 def test_time_limit_applies_to_each_item(batches: list[int]) -> None:
     with procpool.Pool(2, context="fork") as pool:
         it = pool.imap(ff.forever_at, range(ITEMS), chunksize=1, task_timeout=1.0)
-        assert _drain(it) == _expected(TaskTimeoutError)
+        assert drain(it) == _expected(TaskTimeoutError)
     assert max(batches) > 1
 
 

@@ -55,6 +55,7 @@ from compat_funcs import (
     wait_event,
 )
 from conftest import child_pids
+from proc_utils import drain
 
 #: Deadlock detector for ``get``/``wait``: far longer than any task here takes.
 GET = 10.0
@@ -234,18 +235,6 @@ def test_imap_and_imap_unordered(make_pool: Callable[..., Any], manager: Any) ->
     assert list(pool.imap_unordered(square, iter([]))) == []
 
 
-def _drain(it: Iterator[Any]) -> list[Any]:
-    """Iterate to the end, recording each exception (as its type) in its place."""
-    out: list[Any] = []
-    while True:
-        try:
-            out.append(next(it))
-        except StopIteration:
-            return out
-        except Exception as exc:
-            out.append(type(exc))
-
-
 def _failing_input() -> Iterator[int]:
     yield 1
     yield 2
@@ -276,11 +265,11 @@ def test_exceptions_keep_their_type(make_pool: Callable[..., Any]) -> None:
     assert [next(it), next(it)] == [0, 1]
     with pytest.raises(ValueError, match="three"):
         next(it)
-    outcome = _drain(pool.imap_unordered(fail_on_three, range(6)))
+    outcome = drain(pool.imap_unordered(fail_on_three, range(6)))
     assert outcome.count(ValueError) == 1
     assert sorted(x for x in outcome if x is not ValueError) == [0, 1, 4, 16, 25]
     # An input generator that raises: the results before it, then its error, then the end.
-    assert _drain(pool.imap(square, _failing_input())) == [1, 4, CustomError]
+    assert drain(pool.imap(square, _failing_input())) == [1, 4, CustomError]
 
 
 def test_large_arguments_and_results(make_pool: Callable[..., Any]) -> None:
@@ -551,7 +540,7 @@ def test_imap_default_chunksize_fails_only_the_failing_item(
     pool = make_pool()
     expected: list[Any] = list(range(6000))
     expected[3000] = ValueError
-    assert _drain(pool.imap(fail_at_3000, range(6000))) == expected
+    assert drain(pool.imap(fail_at_3000, range(6000))) == expected
 
 
 @fork_only
