@@ -44,27 +44,19 @@ import itertools
 import logging
 import multiprocessing.connection
 import os
-import pickle
 import select
 import signal
 import threading
-import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _serialize, _shm
+from . import _serialize
 from ._callbacks import CallbackRunner
-from ._errors import (
-    PoolBrokenError,
-    RemoteError,
-    RemoteTraceback,
-    SerializationError,
-)
-from ._faults import FaultHandling
+from ._errors import PoolBrokenError
+from ._lending import Lending
 from ._slot import (
-    DISCARD,
     TID_STEP,
     Slot,
     Task,
@@ -73,17 +65,11 @@ from ._slot import (
     parent_pipe,
 )
 from ._state import State
-from ._wire import CUT, ErrorReport, FrameReader, Kind
-from ._worker import WorkerConfig, spin
+from ._worker import WorkerConfig
 
 log = logging.getLogger("procpool")
 
-# A call lent to an idle worker (call_direct) must fit the pipe in one write.
-_DIRECT_MAX = 1 << 16
-# How long the caller of a short direct call watches for the answer before sleeping.
-_SPIN = 200e-6
 _POLL_IN = select.POLLIN | select.POLLHUP | select.POLLERR
-_RESULT = int(Kind.RESULT)
 
 
 class _Cancel:
@@ -101,7 +87,7 @@ class _Terminate:
     __slots__ = ()
 
 
-class Engine(FaultHandling):
+class Engine(Lending):
     """The process backend shared by Pool and Executor."""
 
     def __init__(
@@ -243,77 +229,6 @@ class Engine(FaultHandling):
         self.callbacks.stop()
         return True
 
-    def call_direct(self, task: Task) -> bool:
-        """Run one call on an idle worker from the caller's thread (a blocking apply).
-
-        The scheduler lends the caller an idle worker: the caller writes the call and
-        the worker answers on a pipe of its own that only the borrowing caller reads,
-        so a lone ``apply`` costs no thread hand-off and never wakes the scheduler.
-        Everything else stays the scheduler's: on a death, a Ctrl-C or anything
-        unusual the worker is handed back with the call as its head, and the normal
-        machinery finishes the job. False when no worker can be lent (the call then
-        goes through ``submit``).
-        """
-        slot = self._lend(task)
-        if slot is None:
-            return False
-        try:
-            self._wait_direct(slot, task)
-        finally:
-            self._give_back(slot)
-        return True
-
-    def _lend(self, task: Task) -> Slot | None:
-        if task.timeout is not None or task.fds or len(task.payload) > _DIRECT_MAX:
-            return None
-        if not self._table_lock.acquire(False):
-            return None
-        try:
-            if self.state is not State.RUNNING or self._pending or self._inbox:
-                return None
-            slot = self._last_lent
-            if slot is None or not slot.lendable() or slot.pid not in self._slots:
-                slot = next((s for s in self._slots.values() if s.lendable()), None)
-                if slot is None:
-                    return None
-                self._last_lent = slot
-            task.tid = next(self._tids)
-            slot.lent = True
-            self._assign(slot, task, time.monotonic(), Kind.CALL_WAITED)
-            slot.flush()
-        finally:
-            self._table_lock.release()
-        return slot
-
-    def _wait_direct(self, slot: Slot, task: Task) -> None:
-        poller = slot.direct_poller()
-        direct_fd = slot.direct_fd
-        # Calls this short are answered sooner than a sleeping thread wakes up (tens of
-        # microseconds here): watch the pipe for a moment before sleeping on it.
-        service = self._service_time
-        if service is not None and service < _SPIN:
-            spin(poller, time.perf_counter() + _SPIN)
-        while task.worker is slot:
-            if not any(fd == direct_fd for fd, _ in poller.poll()):
-                return  # the worker died: the scheduler will say so
-            with self._table_lock:
-                more = self._pump(slot, slot.direct_reader)
-            if more is False:
-                return  # end of file: the worker is gone
-
-    def _give_back(self, slot: Slot) -> None:
-        with self._table_lock:
-            slot.lent = False
-            # The scheduler stops watching a lent worker that dies (see _on_death) and
-            # leaves it to the borrower, who sees the death too and ends up here.
-            died = slot.pid in self._slots and slot.sentinel not in self._fds
-            if died:
-                self._watch(slot.sentinel, self._on_death, slot)
-            # It needs waking only if there is work for this worker or a state to act on.
-            needed = died or bool(self._pending) or self.state is not State.RUNNING
-        if needed:
-            self._wake()
-
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -451,227 +366,6 @@ class Engine(FaultHandling):
             self._fds[slot.task_fd] = (self._on_writable, slot)
             self._poll.register(slot.task_fd, select.POLLOUT)
 
-    def _pump(self, slot: Slot, reader: FrameReader | None = None) -> bool | None:
-        """Read once from a worker's result pipe (or its direct pipe) and handle the
-        frames that came. False at end of file, None when there was nothing to read.
-        """
-        if reader is None:
-            reader = slot.reader
-        try:
-            more = reader.fill()
-        except BlockingIOError:
-            return None
-        outstanding = slot.outstanding
-        clock = time.monotonic
-        for kind, tid, payload in reader.frames():
-            if kind != _RESULT or not outstanding or outstanding[0].tid != tid:
-                self._on_frame(slot, kind, tid, payload)
-                continue
-            task = outstanding[0]
-            if task.items is not None:
-                self._on_item(slot, task, kind, payload)
-                continue
-            # The common case, inline (it runs once per task): the running call's
-            # result. The same steps as _take, _finish and _resolve.
-            outstanding.popleft()
-            now = clock()
-            service = self._service_time  # as _note_service_time, inline
-            seconds = now - slot.head_started
-            self._service_time = (
-                seconds if service is None else service + 0.2 * (seconds - service)
-            )
-            slot.head_started = now
-            slot.stealing = False
-            task.worker = None
-            if task.cancelled:
-                task.release()
-                continue
-            try:
-                value = pickle.loads(payload)
-            except BaseException as exc:
-                error = SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
-                self._resolve(task, False, error)
-                continue
-            self._resolve(task, True, value)
-        return more
-
-    def _on_item(self, slot: Slot, batch: Task, kind: int, payload: bytes) -> None:
-        """The answer for the running item of a batch (see Task)."""
-        assert batch.items is not None
-        now = time.monotonic()
-        self._note_service_time(now - slot.head_started)
-        slot.head_started = now  # time limits and stealing count per item
-        offset = batch.answered
-        batch.answered = offset + 1
-        if batch.answered == len(batch.items):
-            slot.outstanding.popleft()
-            slot.stealing = False
-            batch.worker = None
-        item = Task(b"", batch.sink, batch.index + offset, batch.name, (None, 0))
-        item.cancelled = batch.cancelled
-        if batch.worker is None:
-            batch.sink = DISCARD
-        if kind == Kind.RESULT_OOB:
-            self._finish_oob(slot, item, payload)
-        else:
-            self._finish(item, kind == Kind.RESULT, payload)
-
-    def _on_readable(self, slot: Slot) -> None:
-        if self._pump(slot) is False:
-            self._unwatch(slot.result_fd)  # EOF; the sentinel reports the death
-
-    def _drain(self, slot: Slot) -> None:
-        while slot.result_fd in self._fds:
-            try:
-                if not self._pump(slot):
-                    break
-            except OSError:
-                break
-        while True:  # the answer to a lent call, when its borrower did not read it
-            try:
-                if not self._pump(slot, slot.direct_reader):
-                    break
-            except OSError:
-                break
-
-    def _on_frame(self, slot: Slot, kind: int, tid: int, payload: bytes) -> None:
-        if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.RESULT_OOB:
-            head = slot.outstanding[0] if slot.outstanding else None
-            if head is not None and head.items is not None and 0 <= tid - head.tid < TID_STEP:
-                self._on_item(slot, head, kind, payload)
-                return
-        if kind == Kind.RESULT or kind == Kind.ERROR:
-            task = self._take(slot, tid)
-            if task is not None:
-                self._finish(task, kind == Kind.RESULT, payload)
-        elif kind == Kind.RESULT_OOB:
-            task = self._take(slot, tid)
-            self._finish_oob(slot, task, payload)
-        elif kind == Kind.CANCELLED:
-            task = self._take(slot, tid)
-            if task is not None and not task.cancelled:
-                task.attempts -= 1  # stolen before it started: it never ran
-                self._pending.appendleft(task)
-            if len(slot.outstanding) <= 1:
-                slot.stealing = False
-        elif kind == Kind.CUT:
-            self._on_cut(slot, tid, payload)
-        elif kind == Kind.UNPACKED:
-            if slot.outstanding and slot.outstanding[0].tid == tid:
-                slot.outstanding[0].unpacked = True
-        elif kind == Kind.READY:
-            slot.ready = True
-            self._start_failures = self._start_kills = 0
-        elif kind == Kind.RETIRE:
-            slot.retiring = True
-        elif kind == Kind.INIT_FAILED:
-            report: ErrorReport = _serialize.loads(payload)
-            slot.init_error = report.traceback
-
-    def _on_cut(self, slot: Slot, tid: int, payload: bytes) -> None:
-        """A worker stopped a batch early (asked by _steal, or it could not unpickle
-        it): the items it did not run go back to the front of the queue."""
-        offset, split = CUT.unpack(payload)
-        outstanding = slot.outstanding
-        if not outstanding or outstanding[0].tid != tid:
-            return
-        batch = outstanding[0]
-        items = batch.items
-        if items is None:
-            return
-        # The batch now ends before ``offset`` (the item running, if any, stays).
-        parts: list[Task] = []
-        if not batch.cancelled and offset < len(items):
-            if split:  # one by one, so that only the item that cannot travel fails
-                parts = [self._part(batch, i, i + 1) for i in range(offset, len(items))]
-            else:
-                parts = [self._part(batch, offset)]
-        batch.items = items[:offset]
-        if batch.answered >= offset:
-            outstanding.popleft()
-            batch.worker = None
-            batch.sink = DISCARD
-            slot.head_started = time.monotonic()
-        if len(outstanding) <= 1:
-            slot.stealing = False
-        for part in reversed(parts):
-            self._pending.appendleft(part)
-
-    def _part(self, batch: Task, start: int, stop: int | None = None) -> Task:
-        """A new task for some of a batch's items, with a task id of its own."""
-        part = batch.part(start, stop)
-        part.tid = next(self._tids)
-        part.cancelled = batch.cancelled
-        return part
-
-    def _take(self, slot: Slot, tid: int) -> Task | None:
-        """Remove a task from the slot's outstanding calls, noting who runs next."""
-        outstanding = slot.outstanding
-        if not outstanding:
-            return None
-        now = time.monotonic()
-        if outstanding[0].tid == tid:
-            task = outstanding.popleft()
-            self._note_service_time(now - slot.head_started)
-            slot.head_started = now
-            slot.stealing = False
-        else:
-            found = [t for t in outstanding if t.tid == tid]
-            if not found:
-                return None
-            task = found[0]
-            outstanding.remove(task)
-        task.worker = None
-        return task
-
-    # -- results
-
-    def _finish(self, task: Task, ok: bool, payload: bytes) -> None:
-        if task.cancelled:
-            task.release()
-            return
-        if ok:
-            try:
-                value = _serialize.loads(payload)
-            except BaseException as exc:
-                detail = f"{type(exc).__name__}: {exc}"
-                ok, value = False, SerializationError("unpickle result", detail)
-        else:
-            value = _rebuild_error(payload)
-        self._resolve(task, ok, value)
-
-    def _finish_oob(self, slot: Slot, task: Task | None, payload: bytes) -> None:
-        count, data = _shm.unpack_count(payload)
-        try:
-            fds = _shm.receive(slot.fd_sock, count, block=False)
-        except OSError as exc:
-            if task is not None and not task.cancelled:
-                error = SerializationError("unpickle result", f"shared memory lost: {exc}")
-                self._resolve(task, False, error)
-            return
-        if task is None or task.cancelled:
-            _shm.close_all(fds)
-            return
-        try:
-            value = _shm.loads(data, fds)
-        except BaseException as exc:
-            detail = f"{type(exc).__name__}: {exc}"
-            self._resolve(task, False, SerializationError("unpickle result", detail))
-            return
-        self._resolve(task, True, value)
-
-    def _resolve(self, task: Task, ok: bool, value: Any) -> None:
-        task.release()
-        sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
-        try:
-            if task.items is None:
-                sink._resolve(task.index, ok, value)
-            else:  # a whole batch fails (terminate, a broken pool): every item left
-                for offset in range(task.answered, len(task.items)):
-                    sink._resolve(task.index + offset, ok, value)
-        except BaseException:
-            log.exception("procpool: resolving a task failed")
-
 
 def _close_in_owner(fd: int, owner_pid: int) -> None:
     """Close a parent-side descriptor, but only in the process that opened it.
@@ -681,18 +375,3 @@ def _close_in_owner(fd: int, owner_pid: int) -> None:
     """
     if os.getpid() == owner_pid:
         close_parent_fd(fd)
-
-
-def _rebuild_error(payload: bytes) -> BaseException:
-    """Turn a worker's ErrorReport back into an exception, with its traceback as cause."""
-    report: ErrorReport = _serialize.loads(payload)
-    exc: BaseException | None = None
-    if report.exc is not None:
-        try:
-            exc = _serialize.loads(report.exc)
-        except BaseException:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(report.type_name, report.message)
-    exc.__cause__ = RemoteTraceback(report.traceback)
-    return exc

@@ -1,0 +1,115 @@
+"""A lone blocking ``apply`` on a borrowed worker (part of the scheduler).
+
+When a caller blocks in ``Pool.apply``, nothing is queued and a worker is idle, the
+scheduler *lends* that worker to the calling thread, which writes the call and reads
+the answer itself: no thread hand-off on the round trip. See docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ._collecting import Collecting
+from ._slot import Slot, Task
+from ._state import State
+from ._wire import Kind
+from ._worker import spin
+
+if TYPE_CHECKING:
+    import itertools
+    import threading
+    from collections import deque
+    from collections.abc import Callable
+
+    from ._engine import _Cancel, _Close, _Terminate
+
+# A call lent to an idle worker must fit the pipe in one write.
+_DIRECT_MAX = 1 << 16
+# How long the caller of a short direct call watches for the answer before sleeping.
+_SPIN = 200e-6
+
+
+class Lending(Collecting):
+    """Engine.call_direct and its helpers."""
+
+    if TYPE_CHECKING:  # provided by Engine
+        _table_lock: threading.Lock
+        _tids: itertools.count[int]
+        _last_lent: Slot | None
+        _inbox: deque[Task | _Cancel | _Close | _Terminate]
+
+        def _wake(self) -> None: ...
+        def _on_death(self, slot: Slot) -> None: ...
+        def _watch(self, fd: int, handler: Callable[[Any], None], slot: Slot | None) -> None: ...
+
+    def call_direct(self, task: Task) -> bool:
+        """Run one call on an idle worker from the caller's thread (a blocking apply).
+
+        The scheduler lends the caller an idle worker: the caller writes the call and
+        the worker answers on a pipe of its own that only the borrowing caller reads,
+        so a lone ``apply`` costs no thread hand-off and never wakes the scheduler.
+        Everything else stays the scheduler's: on a death, a Ctrl-C or anything
+        unusual the worker is handed back with the call as its head, and the normal
+        machinery finishes the job. False when no worker can be lent (the call then
+        goes through ``submit``).
+        """
+        slot = self._lend(task)
+        if slot is None:
+            return False
+        try:
+            self._wait_direct(slot, task)
+        finally:
+            self._give_back(slot)
+        return True
+
+    def _lend(self, task: Task) -> Slot | None:
+        if task.timeout is not None or task.fds or len(task.payload) > _DIRECT_MAX:
+            return None
+        if not self._table_lock.acquire(False):
+            return None
+        try:
+            if self.state is not State.RUNNING or self._pending or self._inbox:
+                return None
+            slot = self._last_lent
+            if slot is None or not slot.lendable() or slot.pid not in self._slots:
+                slot = next((s for s in self._slots.values() if s.lendable()), None)
+                if slot is None:
+                    return None
+                self._last_lent = slot
+            task.tid = next(self._tids)
+            slot.lent = True
+            self._assign(slot, task, time.monotonic(), Kind.CALL_WAITED)
+            slot.flush()
+        finally:
+            self._table_lock.release()
+        return slot
+
+    def _wait_direct(self, slot: Slot, task: Task) -> None:
+        poller = slot.direct_poller()
+        direct_fd = slot.direct_fd
+        # Calls this short are answered sooner than a sleeping thread wakes up (tens of
+        # microseconds here): watch the pipe for a moment before sleeping on it.
+        service = self._service_time
+        if service is not None and service < _SPIN:
+            spin(poller, time.perf_counter() + _SPIN)
+        while task.worker is slot:
+            if not any(fd == direct_fd for fd, _ in poller.poll()):
+                return  # the worker died: the scheduler will say so
+            with self._table_lock:
+                more = self._pump(slot, slot.direct_reader)
+            if more is False:
+                return  # end of file: the worker is gone
+
+    def _give_back(self, slot: Slot) -> None:
+        with self._table_lock:
+            slot.lent = False
+            # The scheduler stops watching a lent worker that dies (see _on_death) and
+            # leaves it to the borrower, who sees the death too and ends up here.
+            died = slot.pid in self._slots and slot.sentinel not in self._fds
+            if died:
+                self._watch(slot.sentinel, self._on_death, slot)
+            # It needs waking only if there is work for this worker or a state to act on.
+            needed = died or bool(self._pending) or self.state is not State.RUNNING
+        if needed:
+            self._wake()
