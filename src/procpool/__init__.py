@@ -15,10 +15,10 @@ from ._errors import SerializationError as SerializationError
 from ._errors import TaskTimeoutError as TaskTimeoutError
 from ._errors import WorkerLostError as WorkerLostError
 from ._executor import Executor as Executor
+from ._imap import IMapIterator as IMapIterator
 from ._pool import Pool as Pool
 from ._pool import cpu_count as cpu_count
 from ._results import AsyncResult as AsyncResult
-from ._results import IMapIterator as IMapIterator
 from ._results import MapResult as MapResult
 
 __version__ = "0.1.0"

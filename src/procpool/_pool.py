@@ -11,8 +11,9 @@ from typing import Any, TypeVar
 
 from . import _serialize
 from ._engine import Engine
+from ._imap import IMapIterator
 from ._progress import ProgressOption, progress_bar, track_map
-from ._results import AsyncResult, IMapIterator, MapResult
+from ._results import AsyncResult, MapResult
 from ._slot import Task
 from ._state import State
 from ._worker import APPLY, MAP, STARMAP
