@@ -12,12 +12,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from . import _serialize
 from ._errors import CancelledError, GetTimeoutError
+from ._slot import Task
 from ._state import State
+from ._worker import MAP
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._slot import Task
 
 T = TypeVar("T")
 
@@ -338,3 +340,32 @@ class IMapIterator(Generic[T]):
             raise StopAsyncIteration
         item: T = value
         return item
+
+
+TaskMaker = Callable[[list[Any], int, int, IMapIterator[Any]], Task]
+BatchMaker = Callable[[list[Any], int, IMapIterator[Any]], Task | None]
+
+
+def task_makers(func: Callable[[Any], Any], options: tuple[float | None, int]) -> tuple[
+    TaskMaker, BatchMaker
+]:
+    """How an imap of ``func`` makes the task of a chunk, and the batch of several
+    one-item chunks (None when they carry large buffers: those go one call each)."""
+    fn_blob, name = _serialize.function_info(func)
+
+    def make_task(chunk: list[Any], index: int, start: int, sink: IMapIterator[Any]) -> Task:
+        label = f"{name} on items {start}..{start + len(chunk) - 1}"
+        return Task(_serialize.call_payload(fn_blob, MAP, chunk, {}), sink, index, label, options)
+
+    def remake(items: list[Any]) -> bytes:
+        return _serialize.call_payload(fn_blob, MAP, items, {})
+
+    def make_batch(items: list[Any], index: int, sink: IMapIterator[Any]) -> Task | None:
+        payload = remake(items)
+        if getattr(payload, "fds", None):
+            return None
+        task = Task(payload, sink, index, name, options)
+        task.items, task.remake = items, remake
+        return task
+
+    return make_task, make_batch

@@ -10,8 +10,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from . import _serialize
+from ._chunks import chunk_bounds, chunksize_of, length_hint
 from ._engine import Engine
-from ._imap import IMapIterator
+from ._imap import IMapIterator, task_makers
 from ._progress import ProgressOption, progress_bar, track_map
 from ._results import AsyncResult, MapResult
 from ._slot import Task
@@ -283,7 +284,7 @@ class Pool:
         the measured rate (about 5 ms of work a chunk): far faster for small items.
         """
         it = self._imap(func, iterable, chunksize, True, task_timeout, retries)
-        return progress_bar(it, progress, _length_hint(iterable))
+        return progress_bar(it, progress, length_hint(iterable))
 
     def imap_unordered(
         self,
@@ -297,7 +298,7 @@ class Pool:
     ) -> Iterator[T]:
         """Like ``imap`` but yields results as they complete."""
         it = self._imap(func, iterable, chunksize, False, task_timeout, retries)
-        return progress_bar(it, progress, _length_hint(iterable))
+        return progress_bar(it, progress, length_hint(iterable))
 
     # -- lifecycle
 
@@ -365,7 +366,7 @@ class Pool:
         _check_callable(func, callback, error_callback)
         self._require_running()
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
-        bounds = _chunk_bounds(chunksize, len(items), self._processes)
+        bounds = chunk_bounds(chunksize, len(items), self._processes)
         result: MapResult[T] = MapResult(self._engine, bounds, callback, error_callback)
         if not bounds:
             return result
@@ -400,29 +401,8 @@ class Pool:
     ) -> IMapIterator[T]:
         _check_callable(func, None, None)
         self._require_running()
-        size = None if chunksize is None else _chunksize(chunksize, 0, self._processes)
-        fn_blob = _serialize.dumps_function(func)
-        name = _serialize.describe(func)
-        options = self._options(task_timeout, retries)
-
-        def make_task(chunk: list[Any], index: int, start: int, sink: IMapIterator[T]) -> Task:
-            label = f"{name} on items {start}..{start + len(chunk) - 1}"
-            payload = _serialize.call_payload(fn_blob, MAP, chunk, {})
-            return Task(payload, sink, index, label, options)
-
-        def remake(items: list[Any]) -> bytes:
-            return _serialize.call_payload(fn_blob, MAP, items, {})
-
-        def make_batch(items: list[Any], index: int, sink: IMapIterator[T]) -> Task | None:
-            """One-item chunks, several to a frame (see Task); None when they carry
-            large buffers (those travel one call at a time)."""
-            payload = remake(items)
-            if getattr(payload, "fds", None):
-                return None
-            task = Task(payload, sink, index, name, options)
-            task.items, task.remake = items, remake
-            return task
-
+        size = None if chunksize is None else chunksize_of(chunksize, 0, self._processes)
+        make_task, make_batch = task_makers(func, self._options(task_timeout, retries))
         window = max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER)
         # A worker recycled after N tasks or at a memory mark must count and check
         # each item as a task: no batches then.
@@ -451,40 +431,3 @@ def _check_callable(func: object, callback: object, error_callback: object) -> N
         raise TypeError(f"callback must be a callable, not {type(callback).__name__}")
     if error_callback is not None and not callable(error_callback):
         raise TypeError(f"error_callback must be a callable, not {type(error_callback).__name__}")
-
-
-def _chunk_bounds(chunksize: int | None, length: int, processes: int) -> list[tuple[int, int]]:
-    """Chunks of a map: ``chunksize`` items each, or guided sizes when it is None.
-
-    Guided: each chunk takes a quarter of what is left per worker, so the first
-    chunks are big (the overhead is amortized, as with the stdlib's fixed
-    ``len / (4 * processes)``) and the last ones small (no worker is left alone
-    with a long chunk at the end). That is about ``4 * processes * ln(length)``
-    chunks in all.
-    """
-    if chunksize is not None:
-        size = _chunksize(chunksize, length, processes)
-        return [(i, min(i + size, length)) for i in range(0, length, size)]
-    bounds = []
-    start = 0
-    while start < length:
-        size = -(-(length - start) // (4 * processes))
-        bounds.append((start, start + size))
-        start += size
-    return bounds
-
-
-def _chunksize(chunksize: int | None, length: int, processes: int) -> int:
-    if chunksize is None:
-        size, extra = divmod(length, processes * 4)
-        return max(1, size + (1 if extra else 0))
-    if not isinstance(chunksize, int) or chunksize < 1:
-        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
-    return chunksize
-
-
-def _length_hint(iterable: Iterable[Any]) -> int | None:
-    try:
-        return len(iterable)  # type: ignore[arg-type]
-    except TypeError:
-        return None
