@@ -79,6 +79,7 @@ class IMapIterator(Generic[T]):
         self._feeding = False
         self._feed_lock = threading.Lock()
         self._cancelled = False
+        self._cut_short = False  # cancelled with input unread or chunks in flight
         self._input_error: BaseException | None = None
         self._top_up()
 
@@ -95,6 +96,8 @@ class IMapIterator(Generic[T]):
                 if self._input_error is not None:
                     error, self._input_error = self._input_error, None
                     raise error
+                if self._cut_short:
+                    raise CancelledError("the imap was cancelled")
                 raise StopIteration
             for ok, value in self._wait_chunks(timeout):
                 if ok:
@@ -111,9 +114,14 @@ class IMapIterator(Generic[T]):
     __next__ = next
 
     def cancel(self) -> None:
-        """Cancel every chunk still in flight and stop reading input."""
-        self._exhausted = True
+        """Cancel every chunk still in flight and stop reading input.
+
+        Once the results already received have been yielded, iterating raises
+        CancelledError (not StopIteration) if anything was left undone.
+        """
         with self._cond:
+            self._cut_short = self._cut_short or not self._exhausted or bool(self._inflight)
+            self._exhausted = True
             self._cancelled = True
             tasks = list({id(t): t for t in self._inflight.values()}.values())  # batches once
             self._inflight.clear()
