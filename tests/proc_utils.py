@@ -8,6 +8,11 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+#: Deadlock detector for ``get``/``wait``/``result``: far longer than any task here takes.
+GET = 10.0
+#: A timeout that must run out: the task waited for is blocked on an event.
+SHORT = 0.05
+
 
 def still_alive_after(pids: Iterable[int], timeout: float) -> list[int]:
     """The pids that have not exited within ``timeout`` seconds in all.

@@ -18,8 +18,8 @@ import pytest
 
 import procpool
 from executor_funcs import CustomError, Hub, check_in, raise_custom, square
+from proc_utils import GET
 
-GET = 10.0
 T = TypeVar("T")
 
 

@@ -21,7 +21,6 @@ from procpool import SerializationError, TaskTimeoutError, WorkerLostError
 from procpool._imap import IMapIterator
 
 ITEMS = 4000  # long enough that later windows are batched (after the first results)
-GET = 60.0
 
 
 @pytest.fixture

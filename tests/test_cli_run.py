@@ -356,6 +356,15 @@ def gated_baseline(tmp_path: Path) -> dict[int, tuple[Any, ...]]:
     return outcomes(stored(tmp_path / "base.sqlite"))
 
 
+def _end(proc: subprocess.Popen[str]) -> None:
+    """Kill a started ``procpool run`` if it is still there; close its stderr pipe."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(TIMEOUT)
+    assert proc.stderr is not None
+    proc.stderr.close()
+
+
 def start_gated(tmp_path: Path, fifo: Path, db: str, **kw: Any) -> subprocess.Popen[bytes]:
     """A run whose inputs from GATE_AT on hang (after reporting on the FIFO)."""
     env = cli_env(CLI_TEST_GATE=GATE_AT, CLI_TEST_FIFO=fifo)
@@ -387,10 +396,7 @@ def test_sigkill_of_the_parent_midway_then_resume(tmp_path: Path) -> None:
             assert second.returncode == 2
             assert f"another procpool run (pid {proc.pid}, run 1)" in second.stderr
         finally:
-            proc.kill()
-            proc.wait(TIMEOUT)
-            assert proc.stderr is not None
-            proc.stderr.close()
+            _end(proc)
     assert_gone(workers)
     db = tmp_path / "k.sqlite"
     assert integrity(db) == "ok"
@@ -425,11 +431,7 @@ def test_ctrl_c_stores_what_finished_and_resumes(
             assert proc.wait(TIMEOUT) == status
             progress.wait_for(lambda line: "interrupted; run the same command" in line)
         finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(TIMEOUT)
-            assert proc.stderr is not None
-            proc.stderr.close()
+            _end(proc)
     assert_gone(workers)
     db = tmp_path / "c.sqlite"
     before = stored(db)

@@ -55,12 +55,7 @@ from compat_funcs import (
     wait_event,
 )
 from conftest import child_pids
-from proc_utils import drain
-
-#: Deadlock detector for ``get``/``wait``: far longer than any task here takes.
-GET = 10.0
-#: A timeout that must run out: the task waited for is blocked on an event.
-SHORT = 0.05
+from proc_utils import GET, SHORT, drain
 
 STDLIB = "multiprocessing"
 PROCPOOL = "procpool"

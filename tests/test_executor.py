@@ -48,9 +48,7 @@ from executor_funcs import (
     set_init_value,
     square,
 )
-
-GET = 10.0
-SHORT = 0.05
+from proc_utils import GET, SHORT
 
 STDLIB = "ProcessPoolExecutor"
 PROCPOOL = "procpool.Executor"

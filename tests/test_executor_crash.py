@@ -46,8 +46,7 @@ from executor_funcs import (
     square,
     take,
 )
-
-GET = 10.0
+from proc_utils import GET
 
 HOWS = ["raise", "exit", "kill"]
 STAGES = ["pickle call", "unpickle call", "run", "pickle result", "unpickle result"]

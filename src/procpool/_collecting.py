@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import _serialize, _shm
 from ._errors import RemoteError, RemoteTraceback, SerializationError
 from ._faults import FaultHandling
-from ._slot import DISCARD, TID_STEP, Slot, Task
+from ._slot import DISCARD, TID_STEP, Sink, Slot, Task
 from ._wire import CUT, ErrorReport, FrameReader, Kind
 
 if TYPE_CHECKING:
@@ -47,12 +47,9 @@ class Collecting(FaultHandling):
         outstanding = slot.outstanding
         clock = time.monotonic
         for kind, tid, payload in reader.frames():
-            if kind != _RESULT or not outstanding or outstanding[0].tid != tid:
+            task = outstanding[0] if outstanding else None
+            if kind != _RESULT or task is None or task.tid != tid or task.items is not None:
                 self._on_frame(slot, kind, tid, payload)
-                continue
-            task = outstanding[0]
-            if task.items is not None:
-                self._on_item(slot, task, kind, payload)
                 continue
             # The common case, inline (it runs once per task): the running call's
             # result. The same steps as _take, _finish and _resolve.
@@ -69,35 +66,27 @@ class Collecting(FaultHandling):
             if task.cancelled:
                 task.release()
                 continue
-            try:
-                value = pickle.loads(payload)
-            except BaseException as exc:
-                error = SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
-                self._resolve(task, False, error)
-                continue
-            self._resolve(task, True, value)
+            self._resolve(task, *_outcome(True, payload))
         return more
 
     def _on_item(self, slot: Slot, batch: Task, kind: int, payload: bytes) -> None:
         """The answer for the running item of a batch (see Task)."""
         assert batch.items is not None
-        now = time.monotonic()
-        self._note_service_time(now - slot.head_started)
-        slot.head_started = now  # time limits and stealing count per item
+        self._next_head(slot)  # time limits and stealing count per item
         offset = batch.answered
         batch.answered = offset + 1
+        sink = batch.sink
         if batch.answered == len(batch.items):
             slot.outstanding.popleft()
             slot.stealing = False
             batch.worker = None
-        item = Task(b"", batch.sink, batch.index + offset, batch.name, (None, 0))
-        item.cancelled = batch.cancelled
-        if batch.worker is None:
             batch.sink = DISCARD
-        if kind == Kind.RESULT_OOB:
+        if kind == Kind.RESULT_OOB:  # (rare) the large buffers come with the task
+            item = Task(b"", sink, batch.index + offset, batch.name, (None, 0))
+            item.cancelled = batch.cancelled
             self._finish_oob(slot, item, payload)
-        else:
-            self._finish(item, kind == Kind.RESULT, payload)
+        elif not batch.cancelled:
+            _deliver(sink, batch.index + offset, *_outcome(kind == Kind.RESULT, payload))
 
     def _on_readable(self, slot: Slot) -> None:
         if self._pump(slot) is False:
@@ -192,11 +181,9 @@ class Collecting(FaultHandling):
         outstanding = slot.outstanding
         if not outstanding:
             return None
-        now = time.monotonic()
         if outstanding[0].tid == tid:
             task = outstanding.popleft()
-            self._note_service_time(now - slot.head_started)
-            slot.head_started = now
+            self._next_head(slot)
             slot.stealing = False
         else:
             found = [t for t in outstanding if t.tid == tid]
@@ -207,21 +194,19 @@ class Collecting(FaultHandling):
         task.worker = None
         return task
 
+    def _next_head(self, slot: Slot) -> None:
+        """The head call answered: note its service time; the next one starts now."""
+        now = time.monotonic()
+        self._note_service_time(now - slot.head_started)
+        slot.head_started = now
+
     # -- results
 
     def _finish(self, task: Task, ok: bool, payload: bytes) -> None:
         if task.cancelled:
             task.release()
             return
-        if ok:
-            try:
-                value = _serialize.loads(payload)
-            except BaseException as exc:
-                detail = f"{type(exc).__name__}: {exc}"
-                ok, value = False, SerializationError("unpickle result", detail)
-        else:
-            value = _rebuild_error(payload)
-        self._resolve(task, ok, value)
+        self._resolve(task, *_outcome(ok, payload))
 
     def _finish_oob(self, slot: Slot, task: Task | None, payload: bytes) -> None:
         count, data = _shm.unpack_count(payload)
@@ -246,14 +231,28 @@ class Collecting(FaultHandling):
     def _resolve(self, task: Task, ok: bool, value: Any) -> None:
         task.release()
         sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
-        try:
-            if task.items is None:
-                sink._resolve(task.index, ok, value)
-            else:  # a whole batch fails (terminate, a broken pool): every item left
-                for offset in range(task.answered, len(task.items)):
-                    sink._resolve(task.index + offset, ok, value)
-        except BaseException:
-            log.exception("procpool: resolving a task failed")
+        if task.items is None:
+            _deliver(sink, task.index, ok, value)
+        else:  # a whole batch fails (terminate, a broken pool): every item left
+            for offset in range(task.answered, len(task.items)):
+                _deliver(sink, task.index + offset, ok, value)
+
+
+def _deliver(sink: Sink, index: int, ok: bool, value: Any) -> None:
+    try:
+        sink._resolve(index, ok, value)
+    except BaseException:
+        log.exception("procpool: resolving a task failed")
+
+
+def _outcome(ok: bool, payload: bytes) -> tuple[bool, Any]:
+    """A RESULT (``ok``) or ERROR payload, decoded: (ok, value or exception)."""
+    if not ok:
+        return False, _rebuild_error(payload)
+    try:
+        return True, pickle.loads(payload)
+    except BaseException as exc:
+        return False, SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
 
 
 def _rebuild_error(payload: bytes) -> BaseException:

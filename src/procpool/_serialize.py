@@ -198,9 +198,7 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     The two are pickled apart so that the ``__main__`` check of the arguments is not
     set off by a function that was (deliberately) pickled by value.
     """
-    if not kwargs and (type(data) is tuple or type(data) is list) and len(data) <= 16 and _plain(
-        data
-    ):
+    if not kwargs and _plain_items(data):
         try:
             blob = pickle.dumps((mode, data, kwargs), PROTOCOL)
         except Exception:
