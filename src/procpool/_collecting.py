@@ -63,10 +63,16 @@ class Collecting(FaultHandling):
             slot.head_started = now
             slot.stealing = False
             task.worker = None
-            if task.cancelled:
+            if task.fds:
                 task.release()
+            if task.cancelled:
                 continue
-            self._resolve(task, *_outcome(True, payload))
+            ok, value = _outcome(True, payload)
+            sink, task.sink = task.sink, DISCARD  # (as _resolve and _deliver)
+            try:
+                sink._resolve(task.index, ok, value)
+            except BaseException:
+                log.exception("procpool: resolving a task failed")
         return more
 
     def _on_item(self, slot: Slot, batch: Task, kind: int, payload: bytes) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from ._slot import Slot, Task
 from ._state import State
-from ._wire import Kind
+from ._wire import HEADER, Kind
 
 if TYPE_CHECKING:
     from ._worker import WorkerConfig
@@ -23,6 +23,7 @@ _TARGET_QUEUED = 0.010
 _MAX_PREFETCH = 1024
 _STEAL_MIN = 0.005
 _MAX_WAIT = 3600.0
+pack_header = HEADER.pack
 
 
 def ms_until(when: float) -> int:
@@ -159,7 +160,11 @@ class Dispatching:
         task.attempts += 1
         slot.sent += 1
         slot.outstanding.append(task)
-        slot.queue_call(task, kind)
+        if task.fds or task.items is not None:
+            slot.queue_call(task, kind)
+        else:  # (queue_call's common case, inline: this runs once per task)
+            payload = task.payload
+            slot.outbox.append(pack_header(len(payload), kind, task.tid) + payload)
 
     def _steal_timeout(self) -> int | None:
         when = self._next_steal()

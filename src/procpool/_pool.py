@@ -184,17 +184,17 @@ class Pool:
         task_timeout: float | None = None,
         retries: int | None = None,
     ) -> tuple[AsyncResult[T], Task]:
-        _check_callable(func, callback, error_callback)
-        if type(args) is not tuple and (
-            isinstance(args, (str, bytes)) or not isinstance(args, Iterable)
-        ):
-            raise TypeError(
-                f"args must be a tuple of arguments, not {type(args).__name__}; "
-                f"for one argument write args=(x,)"
-            )
-        kwargs = dict(kwds) if kwds else {}
+        if not callable(func) or callback is not None or error_callback is not None:
+            _check_callable(func, callback, error_callback)
+        if type(args) is not tuple:
+            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+                raise TypeError(
+                    f"args must be a tuple of arguments, not {type(args).__name__}; "
+                    f"for one argument write args=(x,)"
+                )
+            args = tuple(args)
         fn_part, name = _serialize.function_info(func)
-        payload = _serialize.call_payload(fn_part, APPLY, tuple(args), kwargs)
+        payload = _serialize.call_payload(fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS)
         result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
         options = self._default_options
         if task_timeout is not None or retries is not None:
@@ -422,6 +422,9 @@ def _shutdown(engine: Engine) -> None:
         return  # a forked worker collecting its copy of the pool: not ours to stop
     engine.terminate()
     engine.join(timeout=5)
+
+
+_NO_KWARGS: dict[str, Any] = {}  # (only ever pickled)
 
 
 def _check_callable(func: object, callback: object, error_callback: object) -> None:

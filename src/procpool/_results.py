@@ -30,6 +30,21 @@ _lock = threading.Lock()
 class AsyncResult(Generic[T]):
     """The outcome of ``apply_async`` (and base of ``MapResult``)."""
 
+    __slots__ = (
+        "__weakref__",
+        "_callback",
+        "_done",
+        "_engine",
+        "_error_callback",
+        "_gate",
+        "_hooks",
+        "_ok",
+        "_ready",
+        "_tasks",
+        "_value",
+        "callback_error",
+    )
+
     def __init__(
         self,
         engine: Engine,
@@ -143,10 +158,15 @@ class AsyncResult(Generic[T]):
                 return
         hook(self)
 
-    def _resolve(self, index: int, ok: bool, value: Any) -> None:
-        self._set(ok, value)
-
     def _set(self, ok: bool, value: Any) -> bool:
+        """Settle the handle (the first of the scheduler and cancel() wins)."""
+        return AsyncResult._resolve(self, 0, ok, value)
+
+    def _resolve(self, index: int, ok: bool, value: Any) -> bool:
+        """The Sink side (see _slot.Sink); True when this outcome settled the handle.
+
+        It is also _set's body: it runs once per apply_async, and a call costs.
+        """
         with _lock:
             if self._done:
                 return False
@@ -224,7 +244,7 @@ class MapResult(AsyncResult[list[T]]):
         if not bounds:
             self._set(True, [])
 
-    def _resolve(self, index: int, ok: bool, value: Any) -> None:
+    def _resolve(self, index: int, ok: bool, value: Any) -> bool:
         if ok:
             start, stop = self._bounds[index]
             self._items[start:stop] = value
@@ -233,13 +253,16 @@ class MapResult(AsyncResult[list[T]]):
                 self.completed += stop - start
                 self._remaining -= 1
             last = self._remaining == 0
+        settled = False
         if not ok:
-            if self._set(False, value):
+            settled = self._set(False, value)
+            if settled:
                 for task in self._tasks:  # the map has failed: the rest is wasted work
                     self._engine.cancel(task)
         elif last:
-            self._set(True, self._items)
+            settled = self._set(True, self._items)
         self._notify_progress()
+        return settled
 
     def cancel(self) -> bool:
         cancelled = super().cancel()

@@ -28,7 +28,7 @@ _MAIN_MARK = b"__main__"
 # Types that never hold a buffer worth sending out of band (see _shm) nor code: a value
 # (or every argument of a call) of these needs no buffer_callback and no __main__
 # check, which together cost more than the pickling itself.
-_PLAIN = frozenset({int, float, str, bool, type(None), complex})
+PLAIN = frozenset({int, float, str, bool, type(None), complex})
 
 V = TypeVar("V")
 
@@ -73,7 +73,7 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
 
     With ``fds``, large buffers go out of band into memfds appended to it.
     """
-    if type(obj) in _PLAIN or _plain_items(obj):
+    if type(obj) in PLAIN or _plain_items(obj):
         return pickle.dumps(obj, PROTOCOL)  # no buffers, no code: nothing to check
     try:
         if fds is None:
@@ -174,6 +174,7 @@ def loads(data: bytes) -> Any:
 
 
 _FN_LEN = struct.Struct("<I")
+FN_LEN_SIZE = _FN_LEN.size
 
 
 def _plain_items(obj: object) -> bool:
@@ -186,7 +187,7 @@ def _plain(args: tuple[Any, ...] | list[Any]) -> bool:
     # A loop, not all(<generator>): this runs for every apply_async, and the
     # generator costs more than the check.
     for arg in args:  # noqa: SIM110
-        if type(arg) not in _PLAIN:
+        if type(arg) not in PLAIN:
             return False
     return True
 
@@ -198,14 +199,8 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     The two are pickled apart so that the ``__main__`` check of the arguments is not
     set off by a function that was (deliberately) pickled by value.
     """
-    if not kwargs and _plain_items(data):
-        try:
-            blob = pickle.dumps((mode, data, kwargs), PROTOCOL)
-        except Exception:
-            pass  # the general path below says what went wrong
-        else:
-            if _MAIN_MARK not in blob:
-                return fn_part + blob
+    if not kwargs and _plain_items(data):  # no buffers and no code: nothing to check
+        return fn_part + pickle.dumps((mode, data, kwargs), PROTOCOL)
     fds: list[int] = []
     payload = fn_part + dumps((mode, data, kwargs), "pickle task", fds)
     if not fds:

@@ -52,7 +52,7 @@ def close_parent_fd(fd: int) -> None:
 class Sink(Protocol):
     """Where a task's outcome goes: an AsyncResult, a map, an imap iterator, a Future."""
 
-    def _resolve(self, index: int, ok: bool, value: Any) -> None: ...
+    def _resolve(self, index: int, ok: bool, value: Any) -> object: ...
 
 
 _F_SETPIPE_SZ = 1031  # Linux: fcntl.F_SETPIPE_SZ (named in the fcntl module on 3.10+)

@@ -14,6 +14,7 @@ one in the middle of a long call.
 from __future__ import annotations
 
 import os
+import pickle
 import select
 import signal
 import sys
@@ -95,6 +96,10 @@ def call(fn: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -
     return [fn(*item) for item in data]
 
 
+def _unset(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("no function was unpickled yet")
+
+
 class _Worker:
     def __init__(
         self, task_fd: int, result_fd: int, direct_fd: int, fd_sock: int, config: WorkerConfig
@@ -110,6 +115,10 @@ class _Worker:
         self.poller = select.poll()
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
+        # The function part of the last call and its function: a loop of calls to one
+        # function then skips the split, the copy and the hash of its pickle.
+        self.last_part = b"\xff" * 5  # no payload starts so: a 4 GiB function pickle
+        self.last_fn: Callable[..., Any] = _unset
         self.stopping = False
         self.in_call = False
         self.steal_pending = False
@@ -124,7 +133,10 @@ class _Worker:
         self.answered_at = 0.0
 
     def send(self, kind: int, tid: int, payload: bytes = b"", fd: int | None = None) -> None:
-        write_all(self.result_fd if fd is None else fd, frame(kind, tid, payload))
+        data = frame(kind, tid, payload)
+        n = os.write(self.result_fd if fd is None else fd, data)
+        if n < len(data):  # a large frame: the rest as the reader makes room
+            write_all(self.result_fd if fd is None else fd, memoryview(data)[n:])
 
     def initialize(self) -> bool:
         if self.config.init_blob is not None:
@@ -206,10 +218,7 @@ class _Worker:
         self, tid: int, payload: bytes, fds: list[int] | None, out: int, batch: bool
     ) -> None:
         try:
-            fn_blob, (mode, data, kwargs) = _serialize.split_call(payload, fds)
-            fn = self.fn_cache.get(fn_blob)
-            if fn is None:
-                fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
+            fn, (mode, data, kwargs) = self.unpack(payload, fds)
         except BaseException as exc:
             if batch:  # the parent sends the items again one by one: each fails alone
                 self.send(Kind.CUT, tid, CUT.pack(0, 1))
@@ -223,6 +232,20 @@ class _Worker:
             self.run_items(tid, fn, mode, data, kwargs)
         else:
             self.answer(tid, out, fn, mode, data, kwargs)
+
+    def unpack(self, payload: bytes, fds: list[int] | None) -> tuple[Callable[..., Any], Any]:
+        """The function of a call and its unpickled ``(mode, data, kwargs)``."""
+        part = self.last_part
+        if payload.startswith(part):  # (a length prefix, so the same function's pickle)
+            args = memoryview(payload)[len(part) :]
+            return self.last_fn, (_shm.loads(args, fds) if fds else pickle.loads(args))
+        fn_blob, call_args = _serialize.split_call(payload, fds)
+        fn = self.fn_cache.get(fn_blob)
+        if fn is None:
+            fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
+        self.last_part = payload[: _serialize.FN_LEN_SIZE + len(fn_blob)]
+        self.last_fn = fn
+        return fn, call_args
 
     def run_items(
         self, tid: int, fn: Callable[..., Any], mode: int, items: list[Any], kwargs: dict[str, Any]
@@ -262,7 +285,7 @@ class _Worker:
             if self.steal_pending:  # a SIGUSR1 came while the arguments were unpickled
                 self.absorb()
             try:
-                value = call(fn, mode, data, kwargs)
+                value = fn(*data, **kwargs) if mode == APPLY else call(fn, mode, data, kwargs)
             finally:
                 self.in_call = False
         except BaseException as exc:
@@ -270,6 +293,9 @@ class _Worker:
             return
         finally:
             del data, kwargs
+        if type(value) in _serialize.PLAIN:  # None, a number, a string: nothing to check
+            self.send(Kind.RESULT, tid, pickle.dumps(value, _serialize.PROTOCOL), out)
+            return
         out_fds: list[int] = []
         try:
             data = _serialize.dumps(value, "pickle result", out_fds)
@@ -314,6 +340,7 @@ class _Worker:
     def loop(self) -> None:
         clock = time.monotonic
         peeked = 0.0
+        recycles = self.config.max_tasks is not None or self.config.max_memory is not None
         while True:
             if not self.queue and self.caller_waiting:
                 self.linger()
@@ -333,7 +360,7 @@ class _Worker:
                 continue
             self.run_one(*self.queue.popleft())
             self.done += 1
-            if self.should_retire():
+            if recycles and self.should_retire():
                 self.send(Kind.RETIRE, 0)
                 return
 
