@@ -15,13 +15,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
 
 import fault_funcs as ff
 import procpool
-from proc_utils import still_alive_after
+from proc_utils import GET, still_alive_after
 from procpool import (
     CancelledError,
     PoolBrokenError,
@@ -243,6 +244,52 @@ def test_terminate_ends_long_tasks_quickly(start_method: str) -> None:
     for result in results:
         with pytest.raises(CancelledError, match="terminated"):
             result.get(timeout=5)
+
+
+@pytest.mark.parametrize("ending", ["close", "terminate"])
+def test_apply_async_racing_the_end_of_the_pool_never_strands_a_task(ending: str) -> None:
+    """apply_async takes no lock: a call that races close() or terminate() either
+    raises at once or gets a handle that settles (after close: with its value)."""
+    for _ in range(10):
+        _race_the_end(ending)
+
+
+def _race_the_end(ending: str) -> None:
+    pool = procpool.Pool(2)
+    handles: list[list[procpool.AsyncResult[int]]] = [[] for _ in range(3)]
+    refused: list[BaseException | None] = [None] * 3
+    submitted = [threading.Event() for _ in range(3)]
+
+    def submit(i: int) -> None:
+        try:
+            while True:
+                handles[i].append(pool.apply_async(ff.square, (len(handles[i]),)))
+                if len(handles[i]) == 20:
+                    submitted[i].set()
+        except ValueError as exc:  # "Pool not running": the end
+            refused[i] = exc
+        finally:
+            submitted[i].set()
+
+    threads = [threading.Thread(target=submit, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for event in submitted:
+        event.wait(GET)
+    getattr(pool, ending)()
+    for thread in threads:
+        thread.join(GET)
+    pool.join()
+    assert all(isinstance(exc, ValueError) for exc in refused)
+    for mine in handles:
+        for n, handle in enumerate(mine):
+            handle.wait(GET)
+            assert handle.ready(), "a task submitted during the pool's end never settled"
+            if ending == "close":
+                assert handle.get() == n * n
+            elif not handle.successful():
+                with pytest.raises(CancelledError, match="terminated"):
+                    handle.get()
 
 
 _SCRIPT = textwrap.dedent(
