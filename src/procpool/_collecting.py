@@ -17,7 +17,7 @@ from . import _serialize, _shm
 from ._errors import RemoteError, RemoteTraceback, SerializationError
 from ._faults import FaultHandling
 from ._slot import DISCARD, TID_STEP, Sink, Slot, Task
-from ._wire import CUT, ErrorReport, FrameReader, Kind
+from ._wire import CUT, ErrorReport, FrameReader, Kind, Payload
 
 if TYPE_CHECKING:
     import itertools
@@ -75,7 +75,7 @@ class Collecting(FaultHandling):
                 log.exception("procpool: resolving a task failed")
         return more
 
-    def _on_item(self, slot: Slot, batch: Task, kind: int, payload: bytes) -> None:
+    def _on_item(self, slot: Slot, batch: Task, kind: int, payload: Payload) -> None:
         """The answer for the running item of a batch (see Task)."""
         assert batch.items is not None
         self._next_head(slot)  # time limits and stealing count per item
@@ -112,7 +112,7 @@ class Collecting(FaultHandling):
             except OSError:
                 break
 
-    def _on_frame(self, slot: Slot, kind: int, tid: int, payload: bytes) -> None:
+    def _on_frame(self, slot: Slot, kind: int, tid: int, payload: Payload) -> None:
         if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.RESULT_OOB:
             head = slot.outstanding[0] if slot.outstanding else None
             if head is not None and head.items is not None and 0 <= tid - head.tid < TID_STEP:
@@ -146,7 +146,7 @@ class Collecting(FaultHandling):
             report: ErrorReport = _serialize.loads(payload)
             slot.init_error = report.traceback
 
-    def _on_cut(self, slot: Slot, tid: int, payload: bytes) -> None:
+    def _on_cut(self, slot: Slot, tid: int, payload: Payload) -> None:
         """A worker stopped a batch early (asked by _steal, or it could not unpickle
         it): the items it did not run go back to the front of the queue."""
         offset, split = CUT.unpack(payload)
@@ -208,13 +208,13 @@ class Collecting(FaultHandling):
 
     # -- results
 
-    def _finish(self, task: Task, ok: bool, payload: bytes) -> None:
+    def _finish(self, task: Task, ok: bool, payload: Payload) -> None:
         if task.cancelled:
             task.release()
             return
         self._resolve(task, *_outcome(ok, payload))
 
-    def _finish_oob(self, slot: Slot, task: Task | None, payload: bytes) -> None:
+    def _finish_oob(self, slot: Slot, task: Task | None, payload: Payload) -> None:
         count, data = _shm.unpack_count(payload)
         try:
             fds = _shm.receive(slot.fd_sock, count, block=False)
@@ -251,7 +251,7 @@ def _deliver(sink: Sink, index: int, ok: bool, value: Any) -> None:
         log.exception("procpool: resolving a task failed")
 
 
-def _outcome(ok: bool, payload: bytes) -> tuple[bool, Any]:
+def _outcome(ok: bool, payload: Payload) -> tuple[bool, Any]:
     """A RESULT (``ok``) or ERROR payload, decoded: (ok, value or exception)."""
     if not ok:
         return False, _rebuild_error(payload)
@@ -261,7 +261,7 @@ def _outcome(ok: bool, payload: bytes) -> tuple[bool, Any]:
         return False, SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
 
 
-def _rebuild_error(payload: bytes) -> BaseException:
+def _rebuild_error(payload: Payload) -> BaseException:
     """Turn a worker's ErrorReport back into an exception, with its traceback as cause."""
     report: ErrorReport = _serialize.loads(payload)
     exc: BaseException | None = None

@@ -169,7 +169,7 @@ def dumps_function(fn: object) -> bytes:
     return function_info(fn)[0]
 
 
-def loads(data: bytes) -> Any:
+def loads(data: bytes | bytearray) -> Any:
     return pickle.loads(data)
 
 
@@ -208,7 +208,9 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     return _shm.OOBPayload.holding(payload, fds)
 
 
-def split_call(payload: bytes | memoryview, fds: list[int] | None = None) -> tuple[bytes, Any]:
+def split_call(
+    payload: bytes | bytearray | memoryview, fds: list[int] | None = None
+) -> tuple[bytes, Any]:
     """The function's pickle and the unpickled ``(mode, data, kwargs)`` of a call."""
     (n,) = _FN_LEN.unpack_from(payload)
     end = _FN_LEN.size + n

@@ -189,6 +189,6 @@ def pack_count(count: int, payload: bytes) -> bytes:
     return _COUNT.pack(count) + payload
 
 
-def unpack_count(payload: bytes) -> tuple[int, memoryview]:
+def unpack_count(payload: bytes | bytearray) -> tuple[int, memoryview]:
     (count,) = _COUNT.unpack_from(payload)
     return count, memoryview(payload)[_COUNT.size :]

@@ -27,7 +27,7 @@ from typing import Any
 
 from . import _serialize, _shm
 from ._errors import SerializationError
-from ._wire import CUT, FrameReader, Kind, frame, write_all
+from ._wire import CUT, FrameReader, Kind, Payload, frame, write_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +111,7 @@ class _Worker:
         self.config = config
         self.reader = FrameReader(task_fd)
         # (task id, pickled call, its memfds, the descriptor its answer goes to, batch?)
-        self.queue: deque[tuple[int, bytes, list[int] | None, int, bool]] = deque()
+        self.queue: deque[tuple[int, Payload, list[int] | None, int, bool]] = deque()
         self.poller = select.poll()
         self.poller.register(task_fd, select.POLLIN)
         self.fn_cache: dict[bytes, Callable[..., Any]] = {}
@@ -215,7 +215,7 @@ class _Worker:
                 return
 
     def run_one(
-        self, tid: int, payload: bytes, fds: list[int] | None, out: int, batch: bool
+        self, tid: int, payload: Payload, fds: list[int] | None, out: int, batch: bool
     ) -> None:
         try:
             fn, (mode, data, kwargs) = self.unpack(payload, fds)
@@ -233,7 +233,7 @@ class _Worker:
         else:
             self.answer(tid, out, fn, mode, data, kwargs)
 
-    def unpack(self, payload: bytes, fds: list[int] | None) -> tuple[Callable[..., Any], Any]:
+    def unpack(self, payload: Payload, fds: list[int] | None) -> tuple[Callable[..., Any], Any]:
         """The function of a call and its unpickled ``(mode, data, kwargs)``."""
         part = self.last_part
         if payload.startswith(part):  # (a length prefix, so the same function's pickle)
@@ -243,7 +243,7 @@ class _Worker:
         fn = self.fn_cache.get(fn_blob)
         if fn is None:
             fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
-        self.last_part = payload[: _serialize.FN_LEN_SIZE + len(fn_blob)]
+        self.last_part = bytes(payload[: _serialize.FN_LEN_SIZE + len(fn_blob)])
         self.last_fn = fn
         return fn, call_args
 
