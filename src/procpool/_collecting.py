@@ -65,10 +65,11 @@ class Collecting(FaultHandling):
             task.worker = None
             if task.fds:
                 task.release()
-            if task.cancelled:
+            if task.abandoned:
                 continue
             ok, value = _outcome(True, payload)
             sink, task.sink = task.sink, DISCARD  # (as _resolve and _deliver)
+            task.payload = b""
             try:
                 sink._resolve(task.index, ok, value)
             except BaseException:
@@ -89,9 +90,9 @@ class Collecting(FaultHandling):
             batch.sink = DISCARD
         if kind == Kind.RESULT_OOB:  # (rare) the large buffers come with the task
             item = Task(b"", sink, batch.index + offset, batch.name, (None, 0))
-            item.cancelled = batch.cancelled
+            item.abandoned = batch.abandoned
             self._finish_oob(slot, item, payload)
-        elif not batch.cancelled:
+        elif not batch.abandoned:
             _deliver(sink, batch.index + offset, *_outcome(kind == Kind.RESULT, payload))
 
     def _on_readable(self, slot: Slot) -> None:
@@ -127,7 +128,7 @@ class Collecting(FaultHandling):
             self._finish_oob(slot, task, payload)
         elif kind == Kind.CANCELLED:
             task = self._take(slot, tid)
-            if task is not None and not task.cancelled:
+            if task is not None and not task.abandoned:
                 task.attempts -= 1  # stolen before it started: it never ran
                 self._pending.appendleft(task)
             if len(slot.outstanding) <= 1:
@@ -159,7 +160,7 @@ class Collecting(FaultHandling):
             return
         # The batch now ends before ``offset`` (the item running, if any, stays).
         parts: list[Task] = []
-        if not batch.cancelled and offset < len(items):
+        if not batch.abandoned and offset < len(items):
             if split:  # one by one, so that only the item that cannot travel fails
                 parts = [self._part(batch, i, i + 1) for i in range(offset, len(items))]
             else:
@@ -179,7 +180,7 @@ class Collecting(FaultHandling):
         """A new task for some of a batch's items, with a task id of its own."""
         part = batch.part(start, stop)
         part.tid = next(self._tids)
-        part.cancelled = batch.cancelled
+        part.abandoned = batch.abandoned
         return part
 
     def _take(self, slot: Slot, tid: int) -> Task | None:
@@ -209,7 +210,7 @@ class Collecting(FaultHandling):
     # -- results
 
     def _finish(self, task: Task, ok: bool, payload: Payload) -> None:
-        if task.cancelled:
+        if task.abandoned:
             task.release()
             return
         self._resolve(task, *_outcome(ok, payload))
@@ -219,11 +220,11 @@ class Collecting(FaultHandling):
         try:
             fds = _shm.receive(slot.fd_sock, count, block=False)
         except OSError as exc:
-            if task is not None and not task.cancelled:
+            if task is not None and not task.abandoned:
                 error = SerializationError("unpickle result", f"shared memory lost: {exc}")
                 self._resolve(task, False, error)
             return
-        if task is None or task.cancelled:
+        if task is None or task.abandoned:
             _shm.close_all(fds)
             return
         try:
@@ -237,6 +238,7 @@ class Collecting(FaultHandling):
     def _resolve(self, task: Task, ok: bool, value: Any) -> None:
         task.release()
         sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
+        task.payload = b""  # (an apply_async handle is its task: do not keep the call)
         if task.items is None:
             _deliver(sink, task.index, ok, value)
         else:  # a whole batch fails (terminate, a broken pool): every item left

@@ -89,9 +89,9 @@ class Dispatching:
                 if max_tasks is not None and slot.sent >= max_tasks:
                     continue
                 task = pending.popleft()
-                while task.cancelled and pending:
+                while task.abandoned and pending:
                     task = pending.popleft()
-                if task.cancelled:
+                if task.abandoned:
                     break
                 self._assign(slot, task, now)
                 touched.add(slot)

@@ -118,7 +118,9 @@ class Engine(Lending):
         self.callbacks = CallbackRunner()
         self.state = State.RUNNING
         self.broken_error: BaseException | None = None
-        self._inbox: deque[Task | _Cancel | _Close | _Terminate] = deque()
+        # Tasks, and apart from them the messages about them (a cancel, the end).
+        self._inbox: deque[Task] = deque()
+        self._messages: deque[_Cancel | _Close | _Terminate] = deque()
         self._submit_lock = threading.Lock()
         self._table_lock = threading.Lock()
         self._wake_r, self._wake_w = parent_pipe()
@@ -214,21 +216,21 @@ class Engine(Lending):
 
     def cancel(self, task: Task) -> None:
         """Stop a task whose sink was already resolved as cancelled (any thread)."""
-        self._inbox.append(_Cancel(task))
+        self._messages.append(_Cancel(task))
         self._wake()
 
     def close(self) -> None:
         with self._submit_lock:
             if self.state is State.RUNNING:
                 self.state = State.CLOSING
-        self._inbox.append(_Close())
+        self._messages.append(_Close())
         self._wake()
 
     def terminate(self) -> None:
         with self._submit_lock:
             if self.state is not State.BROKEN:
                 self.state = State.TERMINATING
-        self._inbox.append(_Terminate())
+        self._messages.append(_Terminate())
         self._wake()
 
     def join(self, timeout: float | None = None) -> bool:
@@ -336,22 +338,21 @@ class Engine(Lending):
         except BlockingIOError:
             pass
         self._wake_pending = False
-        inbox = self._inbox
-        pending = self._pending
-        accepting = self._accepting()
-        while inbox:
-            item = inbox.popleft()
-            if type(item) is Task:
-                if accepting:
-                    pending.append(item)
-                else:  # it raced with terminate() or a break (see submit_one)
-                    self._refuse(item)
-                continue
-            if type(item) is _Cancel:
-                self._on_cancel(item.task)
-            elif type(item) is _Terminate:
+        messages = self._messages
+        while messages:
+            message = messages.popleft()
+            if type(message) is _Cancel:
+                self._on_cancel(message.task)
+            elif type(message) is _Terminate:
                 self._on_terminate()
-            accepting = self._accepting()
+        inbox = self._inbox
+        if self._accepting():
+            pending = self._pending
+            while inbox:
+                pending.append(inbox.popleft())
+        else:
+            while inbox:  # they raced with terminate() or a break (see submit_one)
+                self._refuse(inbox.popleft())
 
     def _accepting(self) -> bool:
         """Whether a task that arrives now still runs (after close() it does)."""
@@ -362,7 +363,7 @@ class Engine(Lending):
             error: BaseException = CancelledError("the pool was terminated before this task ran")
         else:
             error = self._not_running_error()
-        task.cancelled = True
+        task.abandoned = True
         self._resolve(task, False, error)
 
     # -- workers

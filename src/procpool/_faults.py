@@ -20,8 +20,6 @@ from ._wire import Kind
 if TYPE_CHECKING:
     import threading
 
-    from ._engine import _Cancel, _Close, _Terminate
-
 log = logging.getLogger("procpool")
 
 KILL_GRACE = 0.3
@@ -36,7 +34,7 @@ class FaultHandling(Dispatching):
     if TYPE_CHECKING:  # provided by Engine
         broken_error: BaseException | None
         _submit_lock: threading.Lock
-        _inbox: deque[Task | _Cancel | _Close | _Terminate]
+        _inbox: deque[Task]
         _start_failures: int
         _start_kills: int
         _last_init_error: str | None
@@ -132,7 +130,7 @@ class FaultHandling(Dispatching):
         return item
 
     def _fail_or_retry(self, task: Task, error: BaseException) -> None:
-        if task.cancelled:
+        if task.abandoned:
             return
         if task.attempts <= task.retries and self.state in (State.RUNNING, State.CLOSING):
             self._pending.appendleft(task)
@@ -140,7 +138,7 @@ class FaultHandling(Dispatching):
             self._resolve(task, False, error)
 
     def _on_cancel(self, task: Task) -> None:
-        task.cancelled = True
+        task.abandoned = True
         slot = task.worker
         if slot is None or task not in slot.outstanding:
             return  # pending (dispatch skips it) or already finished
@@ -157,7 +155,7 @@ class FaultHandling(Dispatching):
         slot.outstanding.clear()
         head = self._running_part(queued) if queued else None
         self._requeue(queued)
-        if head is not None and not head.cancelled:
+        if head is not None and not head.abandoned:
             error = TaskTimeoutError(head.timeout or 0.0, slot.pid, head.name)
             self._fail_or_retry(head, error)
 
@@ -199,7 +197,7 @@ class FaultHandling(Dispatching):
         self._terminated = True
         error = CancelledError("the pool was terminated before this task finished")
         for task in self._drop_all():
-            task.cancelled = True
+            task.abandoned = True
             self._resolve(task, False, error)
         now = time.monotonic()
         for slot in self._slots.values():
@@ -207,15 +205,13 @@ class FaultHandling(Dispatching):
 
     def _drop_all(self) -> list[Task]:
         """Take every task out of the pending queue and the slots."""
-        tasks = [t for t in self._pending if not t.cancelled]
+        tasks = [t for t in self._pending if not t.abandoned]
         self._pending.clear()
         for slot in self._slots.values():
             tasks.extend(slot.outstanding)
             slot.outstanding.clear()
         while self._inbox:
-            item = self._inbox.popleft()
-            if type(item) is Task:
-                tasks.append(item)
+            tasks.append(self._inbox.popleft())
         return tasks
 
     def _wound_down(self) -> bool:

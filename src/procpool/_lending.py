@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from collections import deque
     from collections.abc import Callable
 
-    from ._engine import _Cancel, _Close, _Terminate
 
 # A call lent to an idle worker must fit the pipe in one write.
 _DIRECT_MAX = 1 << 16
@@ -37,7 +36,7 @@ class Lending(Collecting):
         _table_lock: threading.Lock
         _tids: itertools.count[int]
         _last_lent: Slot | None
-        _inbox: deque[Task | _Cancel | _Close | _Terminate]
+        _inbox: deque[Task]
 
         def _wake(self) -> None: ...
         def _on_death(self, slot: Slot) -> None: ...

@@ -143,10 +143,10 @@ class Pool:
         When a worker is idle and nothing else is queued, the calling thread sends the
         call and waits for the answer itself (no hand-off to the scheduler thread).
         """
-        result, task = self._apply_task(func, args, kwds, None, None, **options)
+        result = self._apply_task(func, args, kwds, None, None, **options)
         try:
-            if not self._engine.call_direct(task):
-                self._engine.submit([task])
+            if not self._engine.call_direct(result):
+                self._engine.submit([result])
         except KeyboardInterrupt:
             result.cancel()
             raise
@@ -168,10 +168,10 @@ class Pool:
         ``callback(result)`` or ``error_callback(exception)`` run in the parent, in
         completion order, on procpool's callback thread.
         """
-        result, task = self._apply_task(
+        result = self._apply_task(
             func, args, kwds, callback, error_callback, task_timeout, retries
         )
-        self._engine.submit_one(task)
+        self._engine.submit_one(result)
         return result
 
     def _apply_task(
@@ -183,7 +183,7 @@ class Pool:
         error_callback: Callable[[BaseException], object] | None,
         task_timeout: float | None = None,
         retries: int | None = None,
-    ) -> tuple[AsyncResult[T], Task]:
+    ) -> AsyncResult[T]:
         if not callable(func) or callback is not None or error_callback is not None:
             _check_callable(func, callback, error_callback)
         if type(args) is not tuple:
@@ -195,13 +195,12 @@ class Pool:
             args = tuple(args)
         fn_part, name = _serialize.function_info(func)
         payload = _serialize.call_payload(fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS)
-        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
         options = self._default_options
         if task_timeout is not None or retries is not None:
             options = self._options(task_timeout, retries)
-        task = Task(payload, result, 0, name, options)
-        result._tasks.append(task)
-        return result, task
+        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
+        Task.__init__(result, payload, result, 0, name, options)  # its own task
+        return result
 
     # -- maps
 

@@ -14,10 +14,10 @@ from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ._errors import CancelledError, GetTimeoutError
+from ._slot import Task
 
 if TYPE_CHECKING:
     from ._engine import Engine
-    from ._slot import Task
 
 T = TypeVar("T")
 log = logging.getLogger("procpool")
@@ -27,8 +27,14 @@ log = logging.getLogger("procpool")
 _lock = threading.Lock()
 
 
-class AsyncResult(Generic[T]):
-    """The outcome of ``apply_async`` (and base of ``MapResult``)."""
+class AsyncResult(Task, Generic[T]):
+    """The outcome of ``apply_async`` (and base of ``MapResult``).
+
+    The handle of an ``apply_async`` is also the task the scheduler moves, as an
+    asyncio Task is its own Future: one object made (and collected) per call instead
+    of two. Pool fills in its Task fields (Task.__init__). A MapResult is no task
+    itself: it holds the tasks of its chunks.
+    """
 
     __slots__ = (
         "__weakref__",
@@ -40,7 +46,6 @@ class AsyncResult(Generic[T]):
         "_hooks",
         "_ok",
         "_ready",
-        "_tasks",
         "_value",
         "callback_error",
     )
@@ -62,7 +67,6 @@ class AsyncResult(Generic[T]):
         self._done = False
         self._ok = False
         self._value: Any = None
-        self._tasks: list[Task] = []
         self._hooks: list[Callable[[AsyncResult[T]], None]] | None = None
         #: The exception a callback raised, if one did (it is also logged).
         self.callback_error: BaseException | None = None
@@ -121,9 +125,12 @@ class AsyncResult(Generic[T]):
         """
         if not self._set(False, CancelledError("the task was cancelled")):
             return False
-        for task in self._tasks:
-            self._engine.cancel(task)
+        self._stop()
         return True
+
+    def _stop(self) -> None:
+        """Have the scheduler stop what runs for this handle (see cancel)."""
+        self._engine.cancel(self)
 
     def cancelled(self) -> bool:
         return self._done and isinstance(self._value, CancelledError) and not self._ok
@@ -239,6 +246,7 @@ class MapResult(AsyncResult[list[T]]):
         self._bounds = bounds
         self._items: list[Any] = [None] * (bounds[-1][1] if bounds else 0)
         self._remaining = len(bounds)
+        self._tasks: list[Task] = []
         self.progress = threading.Condition(threading.Lock())
         self.completed = 0
         if not bounds:
@@ -257,12 +265,15 @@ class MapResult(AsyncResult[list[T]]):
         if not ok:
             settled = self._set(False, value)
             if settled:
-                for task in self._tasks:  # the map has failed: the rest is wasted work
-                    self._engine.cancel(task)
+                self._stop()  # the map has failed: the rest is wasted work
         elif last:
             settled = self._set(True, self._items)
         self._notify_progress()
         return settled
+
+    def _stop(self) -> None:
+        for task in self._tasks:
+            self._engine.cancel(task)
 
     def cancel(self) -> bool:
         cancelled = super().cancel()

@@ -95,9 +95,9 @@ class Task:
     """
 
     __slots__ = (
+        "abandoned",
         "answered",
         "attempts",
-        "cancelled",
         "fds",
         "index",
         "items",
@@ -122,7 +122,7 @@ class Task:
         self.name = name
         self.timeout, self.retries = options
         self.attempts = 0
-        self.cancelled = False
+        self.abandoned = False  # its outcome no longer matters (cancelled, a failed map)
         self.worker: Slot | None = None
         self.fds: tuple[int, ...] = () if type(payload) is bytes else payload.fds  # type: ignore[attr-defined]
         self.items: list[Any] | None = None
