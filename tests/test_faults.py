@@ -248,8 +248,8 @@ def test_terminate_ends_long_tasks_quickly(start_method: str) -> None:
 
 @pytest.mark.parametrize("ending", ["close", "terminate"])
 def test_apply_async_racing_the_end_of_the_pool_never_strands_a_task(ending: str) -> None:
-    """apply_async takes no lock: a call that races close() or terminate() either
-    raises at once or gets a handle that settles (after close: with its value)."""
+    """A call that races close() or terminate() from another thread either raises at
+    once or gets a handle that settles (after close: with its value)."""
     for _ in range(10):
         _race_the_end(ending)
 

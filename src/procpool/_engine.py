@@ -54,7 +54,7 @@ from typing import Any
 
 from . import _serialize
 from ._callbacks import CallbackRunner
-from ._errors import CancelledError, PoolBrokenError
+from ._errors import PoolBrokenError
 from ._lending import Lending
 from ._slot import (
     TID_STEP,
@@ -175,26 +175,14 @@ class Engine(Lending):
         self._wake()
 
     def submit_one(self, task: Task) -> None:
-        """submit() for one task (apply_async: the most frequent call of all).
-
-        No lock: the task is published first and the state read after. If the pool
-        was still running then, the scheduler will find the task (it winds down only
-        once the inbox is empty, after close()/terminate() changed the state);
-        otherwise it is taken back, unless the scheduler took it first.
-        """
-        task.tid = next(self._tids)
-        self._inbox.append(task)
-        if self.state is not _RUNNING:
-            self._withdraw(task)
+        """submit() for one task (apply_async: the most frequent call of all)."""
+        with self._submit_lock:
+            if self.state is not _RUNNING:
+                raise self._not_running_error()
+            task.tid = next(self._tids)
+            self._inbox.append(task)
         if not self._wake_pending:
             self._wake()
-
-    def _withdraw(self, task: Task) -> None:
-        try:
-            self._inbox.remove(task)
-        except ValueError:
-            return  # the scheduler has it: it runs, or fails like every other task
-        raise self._not_running_error()
 
     def start_feeder(self, feed: Callable[[], None]) -> None:
         """Run ``feed`` (which submits with ``feeder=True``) in a thread; the pool
@@ -345,26 +333,12 @@ class Engine(Lending):
                 self._on_cancel(message.task)
             elif type(message) is _Terminate:
                 self._on_terminate()
+        # (No task comes in after terminate() or a break: submitting checks the state
+        # under the submit lock, and _on_terminate/_break take what is here.)
         inbox = self._inbox
-        if self._accepting():
-            pending = self._pending
-            while inbox:
-                pending.append(inbox.popleft())
-        else:
-            while inbox:  # they raced with terminate() or a break (see submit_one)
-                self._refuse(inbox.popleft())
-
-    def _accepting(self) -> bool:
-        """Whether a task that arrives now still runs (after close() it does)."""
-        return self.state is _RUNNING or self.state is State.CLOSING
-
-    def _refuse(self, task: Task) -> None:
-        if self.state is State.TERMINATING:
-            error: BaseException = CancelledError("the pool was terminated before this task ran")
-        else:
-            error = self._not_running_error()
-        task.abandoned = True
-        self._resolve(task, False, error)
+        pending = self._pending
+        while inbox:
+            pending.append(inbox.popleft())
 
     # -- workers
 
