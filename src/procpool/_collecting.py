@@ -46,6 +46,7 @@ class Collecting(FaultHandling):
             return None
         outstanding = slot.outstanding
         clock = time.monotonic
+        loads = pickle.loads
         for kind, tid, payload in reader.frames():
             task = outstanding[0] if outstanding else None
             if kind != _RESULT or task is None or task.tid != tid or task.items is not None:
@@ -67,11 +68,15 @@ class Collecting(FaultHandling):
                 task.release()
             if task.abandoned:
                 continue
-            ok, value = _outcome(True, payload)
+            try:
+                value = loads(payload)
+            except BaseException as exc:
+                self._resolve(task, False, _unpickle_error(exc))
+                continue
             sink, task.sink = task.sink, DISCARD  # (as _resolve and _deliver)
             task.payload = b""
             try:
-                sink._resolve(task.index, ok, value)
+                sink._resolve(task.index, True, value)
             except BaseException:
                 log.exception("procpool: resolving a task failed")
         return more
@@ -260,7 +265,11 @@ def _outcome(ok: bool, payload: Payload) -> tuple[bool, Any]:
     try:
         return True, pickle.loads(payload)
     except BaseException as exc:
-        return False, SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
+        return False, _unpickle_error(exc)
+
+
+def _unpickle_error(exc: BaseException) -> SerializationError:
+    return SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
 
 
 def _rebuild_error(payload: Payload) -> BaseException:
