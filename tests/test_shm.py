@@ -77,3 +77,33 @@ def test_large_bytes_cross_out_of_band_and_come_back_as_bytes(start_method: str)
         assert nested == [blob, {"k": blob}, "small"]
         assert type(nested[1]["k"]) is bytes
         assert open_memfds() == 0
+
+
+def test_a_long_list_of_small_items_is_pickled_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pickle over the shared-memory threshold with nothing out of band is looked
+    into for large bytes; a long list of numbers has none and must not be walked and
+    pickled a second time (that doubled the cost of big maps)."""
+    from procpool import _serialize
+
+    calls = []
+    real = _serialize.pickle.dumps
+
+    def counting(obj: object, *args: object, **kwargs: object) -> bytes:
+        calls.append(type(obj))
+        return real(obj, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_serialize.pickle, "dumps", counting)
+    numbers = list(range(300_000))  # ~1.5 MB pickled
+    fds: list[int] = []
+    data = _serialize.dumps(numbers, "pickle result", fds)
+    assert calls == [list] and not fds
+    assert _serialize.pickle.loads(data) == numbers
+    # Large bytes in a short container are still found and sent out of band.
+    calls.clear()
+    blob = b"x" * (2 * MB)
+    data = _serialize.dumps((1, blob), "pickle result", fds)
+    try:
+        assert len(calls) == 2 and len(fds) == 1 and len(data) < MB
+    finally:
+        for fd in fds:
+            os.close(fd)

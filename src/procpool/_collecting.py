@@ -45,7 +45,7 @@ class Collecting(FaultHandling):
         except BlockingIOError:
             return None
         outstanding = slot.outstanding
-        clock = time.monotonic
+        now = time.monotonic()  # (every frame of one read arrived at once)
         loads = pickle.loads
         for kind, tid, payload in reader.frames():
             task = outstanding[0] if outstanding else None
@@ -55,7 +55,6 @@ class Collecting(FaultHandling):
             # The common case, inline (it runs once per task): the running call's
             # result. The same steps as _take, _finish and _resolve.
             outstanding.popleft()
-            now = clock()
             service = self._service_time  # as _note_service_time, inline
             seconds = now - slot.head_started
             self._service_time = (

@@ -14,9 +14,10 @@
                                     │         the rest, start a replacement
                                     └─ deadlines: overdue head ─▶ SIGTERM, then SIGKILL
 
-**Inbox.** Other threads never touch the scheduler's tables: they append a task or a
-control message to a deque and write one byte to the wake pipe (only when no byte is
-already pending, so a burst of submits costs one wake-up).
+**Inbox.** Other threads never touch the scheduler's tables: they append a task to the
+inbox (or a control message, cancel/close/terminate, to a deque of its own) and write
+one byte to the wake pipe (only when no byte is already pending, so a burst of submits
+costs one wake-up).
 
 **Dispatch.** A slot receives calls only once it has said READY. Each slot may hold a
 bounded number of calls (prefetch), sized from the measured service time: about 10 ms

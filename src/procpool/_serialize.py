@@ -91,11 +91,12 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
             # By reference it still works wherever __main__ is importable (fork, scripts).
             return data
     if fds is not None and len(data) >= _shm.THRESHOLD and not fds:
-        # A large pickle with nothing out of band: large bytes, most likely.
+        # A large pickle with nothing out of band: large bytes, perhaps.
+        wrapped = _shm.wrap_large_bytes(obj)
+        if wrapped is obj:
+            return data  # no: a long list, say
         try:
-            again = pickle.dumps(
-                _shm.wrap_large_bytes(obj), PROTOCOL, buffer_callback=_shm.collector(fds)
-            )
+            again = pickle.dumps(wrapped, PROTOCOL, buffer_callback=_shm.collector(fds))
         except Exception:
             _drop(fds)
             return data

@@ -85,19 +85,30 @@ class _BigBytes:
         return bytes, (pickle.PickleBuffer(self.data),)
 
 
+# wrap_large_bytes does not walk a container longer than this: its pickle is large
+# because it is long, and a walk of every item would cost more than the copy it saves.
+_WRAP_MAX_ITEMS = 64
+
+
 def wrap_large_bytes(obj: Any, depth: int = 3) -> Any:
     """``obj`` with its large ``bytes`` wrapped, looking into tuples, lists and dict
-    values down to ``depth`` levels (a call is ``(mode, args, kwargs)``)."""
+    values (of at most _WRAP_MAX_ITEMS items) down to ``depth`` levels (a call is
+    ``(mode, args, kwargs)``). ``obj`` itself when there is nothing to wrap."""
     kind = type(obj)
     if kind is bytes:
         return _BigBytes(obj) if len(obj) >= THRESHOLD else obj
-    if depth == 0:
+    if depth == 0 or not (kind is tuple or kind is list or kind is dict):
         return obj
-    if kind is tuple or kind is list:
-        return kind(wrap_large_bytes(item, depth - 1) for item in obj)
+    if len(obj) > _WRAP_MAX_ITEMS:
+        return obj
     if kind is dict:
-        return {key: wrap_large_bytes(value, depth - 1) for key, value in obj.items()}
-    return obj
+        values = {key: wrap_large_bytes(value, depth - 1) for key, value in obj.items()}
+        same = all(values[key] is value for key, value in obj.items())
+        return obj if same else values
+    items = [wrap_large_bytes(item, depth - 1) for item in obj]
+    if all(new is old for new, old in zip(items, obj, strict=True)):
+        return obj
+    return kind(items)
 
 
 def _to_memfd(view: memoryview) -> int:
