@@ -31,9 +31,10 @@ class AsyncResult(Task, Generic[T]):
     """The outcome of ``apply_async`` (and base of ``MapResult``).
 
     The handle of an ``apply_async`` is also the task the scheduler moves, as an
-    asyncio Task is its own Future: one object made (and collected) per call instead
-    of two. Pool fills in its Task fields (Task.__init__). A MapResult is no task
-    itself: it holds the tasks of its chunks.
+    asyncio Task is its own Future: one object made (and tracked by the cyclic GC) per
+    call instead of three (a handle, a task, the handle's list of tasks). Pool fills
+    in its Task fields (Task.__init__). A MapResult is no task itself: it holds the
+    tasks of its chunks.
     """
 
     __slots__ = (
