@@ -23,8 +23,9 @@ costs one wake-up).
 bounded number of calls (prefetch), sized from the measured service time: about 10 ms
 of queued work per worker, between 1 and 1024 calls. That outlasts the 5 ms a busy
 user thread may hold the GIL before this thread gets it back, so short calls never
-leave a worker idle waiting for the parent; calls of 10 ms or more queue at most one
-behind the running one (and work stealing takes back what waits too long).
+leave a worker idle waiting for the parent; calls of 10 ms or more go one at a time,
+the next as the previous one is answered (and work stealing takes back calls that
+wait too long behind a long one).
 
 **Collect.** Workers run calls in arrival order and answer each at once, so the oldest
 unanswered call of a slot (its *head*) is the one running. That is how a death, a
