@@ -45,6 +45,7 @@ from executor_funcs import (
     init_value,
     pid_of,
     raise_custom,
+    run_crash,
     set_init_value,
     square,
 )
@@ -518,6 +519,105 @@ def test_cancel_stops_a_running_call(make_pp: Callable[..., procpool.Executor], 
         future.result(GET)
     assert call.wait_gone()  # its worker was stopped ...
     assert executor.submit(square, 6).result(GET) == 36  # ... and replaced
+
+
+def _count_direct_calls(executor: procpool.Executor) -> list[bool]:
+    """Record what the engine's direct path answers (True: the call ran on a worker
+    lent to the waiting thread)."""
+    engine = executor._engine
+    real = engine.call_direct
+    seen: list[bool] = []
+
+    def recording(task: Any, queued: bool = False) -> bool:
+        seen.append(real(task, queued))
+        return seen[-1]
+
+    engine.call_direct = recording  # type: ignore[method-assign]
+    return seen
+
+
+def test_result_right_after_submit_runs_on_a_lent_worker(
+    make_pp: Callable[..., procpool.Executor],
+) -> None:
+    """``submit(f).result()`` runs the call from the waiting thread on an idle worker,
+    as a blocking ``Pool.apply`` does: same results, same errors."""
+    executor = make_pp(1)
+    seen = _count_direct_calls(executor)
+    assert [executor.submit(square, i).result() for i in range(20)] == [i * i for i in range(20)]
+    assert any(seen)
+    with pytest.raises(CustomError, match="direct") as info:
+        executor.submit(raise_custom, "direct").result()
+    assert isinstance(info.value.__cause__, procpool.RemoteTraceback)
+    assert executor.submit(add, 2, b=3).result() == 5
+
+
+@pytest.mark.parametrize("how", ["exit", "kill"])
+def test_result_right_after_submit_survives_a_crash(
+    make_pp: Callable[..., procpool.Executor], how: str
+) -> None:
+    executor = make_pp(1)
+    seen = _count_direct_calls(executor)
+    assert executor.submit(square, 3).result() == 9
+    with pytest.raises(procpool.WorkerLostError):
+        executor.submit(run_crash, how).result()
+    assert [executor.submit(square, i).result() for i in range(10)] == [i * i for i in range(10)]
+    assert any(seen)
+
+
+def test_cancel_while_another_thread_waits_on_a_lent_worker(
+    make_pp: Callable[..., procpool.Executor], hub: Hub
+) -> None:
+    executor = make_pp(1)
+    futures: list[cf.Future[Any]] = []
+    outcome: list[object] = []
+
+    def wait_for_it() -> None:
+        futures.append(executor.submit(check_in, hub.address, "never"))
+        try:
+            outcome.append(futures[0].result())
+        except cf.CancelledError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    call = hub.arrive()
+    assert futures[0].cancel()
+    waiter.join(GET)
+    assert not waiter.is_alive() and isinstance(outcome[0], cf.CancelledError)
+    assert call.wait_gone()  # its worker was stopped ...
+    assert executor.submit(square, 6).result() == 36  # ... and replaced
+
+
+def test_result_after_submit_from_threads_while_workers_die(
+    make_pp: Callable[..., procpool.Executor],
+) -> None:
+    """Threads doing ``submit(f).result()`` at once, some calls killing their worker:
+    each ends with its own result or WorkerLostError, and nothing hangs."""
+    executor = make_pp(2)
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def caller(k: int) -> None:
+        for i in range(30):
+            try:
+                if i % 10 == 7:
+                    executor.submit(run_crash, "kill").result()
+                    got: object = "no error"
+                else:
+                    got = executor.submit(square, k * 100 + i).result() == (k * 100 + i) ** 2
+            except procpool.WorkerLostError:
+                got = "lost"
+            with lock:
+                outcomes.append(got)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GET)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(outcomes) == 120
+    assert outcomes.count("lost") == 12 and outcomes.count(True) == 108
 
 
 def test_map_timeout_stops_the_running_calls(

@@ -42,7 +42,7 @@ class Lending(Collecting):
         def _on_death(self, slot: Slot) -> None: ...
         def _watch(self, fd: int, handler: Callable[[Any], None], slot: Slot | None) -> None: ...
 
-    def call_direct(self, task: Task) -> bool:
+    def call_direct(self, task: Task, queued: bool = False) -> bool:
         """Run one call on an idle worker from the caller's thread (a blocking apply).
 
         The scheduler lends the caller an idle worker: the caller writes the call and
@@ -52,8 +52,12 @@ class Lending(Collecting):
         unusual the worker is handed back with the call as its head, and the normal
         machinery finishes the job. False when no worker can be lent (the call then
         goes through ``submit``).
+
+        ``queued``: the task was submitted and is waiting in the inbox (a Future whose
+        ``result()`` is asked at once); it is taken from there if it is alone in it
+        and no worker has it yet. False when it is not: it then goes its normal way.
         """
-        slot = self._lend(task)
+        slot = self._lend(task, queued)
         if slot is None:
             return False
         try:
@@ -62,13 +66,17 @@ class Lending(Collecting):
             self._give_back(slot)
         return True
 
-    def _lend(self, task: Task) -> Slot | None:
+    def _lend(self, task: Task, queued: bool) -> Slot | None:
         if task.timeout is not None or task.fds or len(task.payload) > _DIRECT_MAX:
             return None
         if not self._table_lock.acquire(False):
             return None
         try:
-            if self.state is not State.RUNNING or self._pending or self._inbox:
+            # (The scheduler takes from the inbox only under the table lock, and other
+            # threads only append to it: a task found alone at its head stays there.)
+            inbox = self._inbox
+            alone = len(inbox) == 1 and inbox[0] is task if queued else not inbox
+            if self.state is not State.RUNNING or self._pending or not alone:
                 return None
             slot = self._last_lent
             if slot is None or not slot.lendable() or slot.pid not in self._slots:
@@ -76,6 +84,8 @@ class Lending(Collecting):
                 if slot is None:
                     return None
                 self._last_lent = slot
+            if queued:
+                inbox.popleft()
             task.tid = next(self._tids)
             slot.lent = True
             self._assign(slot, task, time.monotonic(), Kind.CALL_WAITED)
