@@ -428,6 +428,35 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.parametrize("pays", [True, False])
+def test_a_blocking_apply_watches_for_its_answer_only_while_that_pays(
+    monkeypatch: pytest.MonkeyPatch, pays: bool
+) -> None:
+    """Calls that take longer than a watch (1 ms here): the caller of a lent call
+    watches the pipe before sleeping while the answer keeps arriving during the watch;
+    after two misses it sleeps at once and watches again one call in 16. (Watching
+    used to depend on the measured service time only, which a sleeping caller inflates
+    with its own wake-up: a pool of short calls could stay stuck at ~220 µs a call.)"""
+    from procpool import _lending
+
+    watches: list[int] = []
+
+    def fake_spin(poller: object, until: float) -> bool:
+        watches.append(1)
+        return pays
+
+    with procpool.Pool(1, context="fork") as pool:
+        assert pool.apply(ff.slow_square, (2,)) == 4  # the worker is up
+        monkeypatch.setattr(_lending, "spin", fake_spin)
+        engine = pool._engine
+        engine._spin_credit, engine._direct_calls = _lending._SPIN_CREDIT, 0
+        for i in range(48):
+            assert pool.apply(ff.slow_square, (i,)) == i * i
+        direct = engine._direct_calls
+    assert direct >= 40  # (nearly) every call went to the lent worker
+    assert len(watches) == (direct if pays else 2 + direct // 16)
+
+
 def test_workers_do_not_spin_once_the_caller_stops() -> None:
     """A blocking apply in a loop makes the worker poll its pipe for a moment after
     each answer (the next call usually comes at once). Once calls stop coming, the
