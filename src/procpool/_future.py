@@ -14,6 +14,11 @@ functions of ``concurrent.futures`` see nothing unusual. Two things differ:
   the scheduler). Completed any other way (a cancel, ``set_result``) it runs them in
   the completing thread, as the stdlib does.
 
+**``result()`` right after ``submit``** (no timeout, no worker holds the call yet) has
+the engine lend this thread an idle worker, as a blocking ``Pool.apply`` does
+(``Engine.call_direct``): the waiting thread sends the call and reads the answer
+itself, and the future completes the usual way.
+
 **The condition is made on first use.** Most futures finish before anyone waits on
 them, and making a ``threading.Condition`` (and entering it, and notifying it) costs
 more than the rest of a submit. So the future starts without one; the ``_condition``
