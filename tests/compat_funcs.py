@@ -146,3 +146,13 @@ def make_adder(n: int) -> Callable[[int], int]:
         return x + n
 
     return add_n
+
+
+def types_and_value(*args: object, **kwargs: object) -> tuple[object, ...]:
+    """What a call received, with the exact type of each argument."""
+    received = [*args, *kwargs.values()]
+    return tuple((type(x).__name__, x) for x in received)
+
+
+def identity(x: object) -> object:
+    return x

@@ -40,6 +40,7 @@ from compat_funcs import (
     fail_at_3000,
     fail_on_three,
     hold,
+    identity,
     imap_gate,
     init_report,
     length,
@@ -51,6 +52,7 @@ from compat_funcs import (
     record_init,
     square,
     started_then_wait,
+    types_and_value,
     use_inherited,
     wait_event,
 )
@@ -766,3 +768,23 @@ def test_exit_cancels_unfinished_tasks(manager: Any) -> None:
     with pytest.raises(procpool.CancelledError):
         running.get(GET)
     assert running.cancelled()
+
+
+_PLAIN_VALUES: list[object] = [
+    None, True, False, 0, -1, 2**70, -(2**100), 1.5, float("inf"), -0.0, 3 - 4j,
+    "", "héllo ✓", "\ud800 lone surrogate", [1, "a", None], (2.5, False), [],
+]
+
+
+def test_plain_values_cross_with_their_exact_types(pp: procpool.Pool) -> None:
+    """Plain values (numbers, strings, None, short lists and tuples of them) travel as
+    marshal data, not pickles: they come back equal and of the same type both ways
+    (a bool stays a bool, a tuple a tuple), in calls, results, maps and imaps."""
+    for value in _PLAIN_VALUES:
+        assert pp.apply(identity, (value,)) == value
+        back = pp.apply_async(identity, (value,)).get(GET)
+        assert type(back) is type(value) and back == value
+        assert pp.apply(types_and_value, (value, value)) == ((type(value).__name__, value),) * 2
+    assert pp.map(identity, _PLAIN_VALUES, chunksize=3) == _PLAIN_VALUES
+    assert list(pp.imap(identity, _PLAIN_VALUES, chunksize=1)) == _PLAIN_VALUES
+    assert pp.apply(types_and_value, (1,), {"b": True}) == (("int", 1), ("bool", True))

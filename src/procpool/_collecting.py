@@ -9,7 +9,6 @@ A worker answers each call at once, in order, so the oldest unanswered call of a
 from __future__ import annotations
 
 import logging
-import pickle
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +45,7 @@ class Collecting(FaultHandling):
             return None
         outstanding = slot.outstanding
         now = time.monotonic()  # (every frame of one read arrived at once)
-        loads = pickle.loads
+        loads = _serialize.loads
         for kind, tid, payload in reader.frames():
             task = outstanding[0] if outstanding else None
             if kind != _RESULT or task is None or task.tid != tid or task.items is not None:
@@ -262,7 +261,7 @@ def _outcome(ok: bool, payload: Payload) -> tuple[bool, Any]:
     if not ok:
         return False, _rebuild_error(payload)
     try:
-        return True, pickle.loads(payload)
+        return True, _serialize.loads(payload)
     except BaseException as exc:
         return False, _unpickle_error(exc)
 

@@ -13,8 +13,8 @@ one in the middle of a long call.
 
 from __future__ import annotations
 
+import marshal
 import os
-import pickle
 import select
 import signal
 import sys
@@ -238,7 +238,7 @@ class _Worker:
         part = self.last_part
         if payload.startswith(part):  # (a length prefix, so the same function's pickle)
             args = memoryview(payload)[len(part) :]
-            return self.last_fn, (_shm.loads(args, fds) if fds else pickle.loads(args))
+            return self.last_fn, (_shm.loads(args, fds) if fds else _serialize.loads(args))
         fn_blob, call_args = _serialize.split_call(payload, fds)
         fn = self.fn_cache.get(fn_blob)
         if fn is None:
@@ -294,7 +294,7 @@ class _Worker:
         finally:
             del data, kwargs
         if type(value) in _serialize.PLAIN:  # None, a number, a string: nothing to check
-            self.send(Kind.RESULT, tid, pickle.dumps(value, _serialize.PROTOCOL), out)
+            self.send(Kind.RESULT, tid, marshal.dumps(value), out)
             return
         out_fds: list[int] = []
         try:
