@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import select
+import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 #: Deadlock detector for ``get``/``wait``/``result``: far longer than any task here takes.
@@ -47,3 +48,34 @@ def drain(it: Iterator[Any]) -> list[Any]:
             return out
         except Exception as exc:
             out.append(type(exc))
+
+
+def calls_racing_with_kills(
+    square: Callable[[int], int], kill: Callable[[], object], lost: type[BaseException]
+) -> list[object]:
+    """Four threads making 30 blocking calls each at once, every tenth of them killing
+    its worker: what each call ended with (True: the right square; "lost": ``lost``
+    raised; "no error": a kill that returned). Fails if a thread hangs."""
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def caller(k: int) -> None:
+        for i in range(30):
+            try:
+                if i % 10 == 7:
+                    kill()
+                    got: object = "no error"
+                else:
+                    got = square(k * 100 + i) == (k * 100 + i) ** 2
+            except lost:
+                got = "lost"
+            with lock:
+                outcomes.append(got)
+
+    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(GET)
+    assert not any(thread.is_alive() for thread in threads), "a call never returned"
+    return outcomes

@@ -49,7 +49,7 @@ from executor_funcs import (
     set_init_value,
     square,
 )
-from proc_utils import GET, SHORT
+from proc_utils import GET, SHORT, calls_racing_with_kills
 
 STDLIB = "ProcessPoolExecutor"
 PROCPOOL = "procpool.Executor"
@@ -594,28 +594,11 @@ def test_result_after_submit_from_threads_while_workers_die(
     """Threads doing ``submit(f).result()`` at once, some calls killing their worker:
     each ends with its own result or WorkerLostError, and nothing hangs."""
     executor = make_pp(2)
-    outcomes: list[object] = []
-    lock = threading.Lock()
-
-    def caller(k: int) -> None:
-        for i in range(30):
-            try:
-                if i % 10 == 7:
-                    executor.submit(run_crash, "kill").result()
-                    got: object = "no error"
-                else:
-                    got = executor.submit(square, k * 100 + i).result() == (k * 100 + i) ** 2
-            except procpool.WorkerLostError:
-                got = "lost"
-            with lock:
-                outcomes.append(got)
-
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(GET)
-    assert not any(thread.is_alive() for thread in threads)
+    outcomes = calls_racing_with_kills(
+        lambda x: executor.submit(square, x).result(),
+        lambda: executor.submit(run_crash, "kill").result(),
+        procpool.WorkerLostError,
+    )
     assert len(outcomes) == 120
     assert outcomes.count("lost") == 12 and outcomes.count(True) == 108
 

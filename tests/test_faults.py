@@ -22,7 +22,7 @@ import pytest
 
 import fault_funcs as ff
 import procpool
-from proc_utils import GET, still_alive_after
+from proc_utils import GET, calls_racing_with_kills, still_alive_after
 from procpool import (
     CancelledError,
     PoolBrokenError,
@@ -390,33 +390,15 @@ def test_blocking_apply_direct_path_survives_crashes(start_method: str, action: 
         assert [pool.apply(ff.square, (i,)) for i in range(20)] == [i * i for i in range(20)]
 
 
-def test_blocking_apply_from_threads_while_workers_die(tmp_path: Path) -> None:
+def test_blocking_apply_from_threads_while_workers_die() -> None:
     """Many threads calling apply at once, some calls killing their worker: every
     call ends with its result or WorkerLostError, and nothing hangs."""
-    import threading
-
-    outcomes: list[object] = []
-    lock = threading.Lock()
-
-    def caller(k: int) -> None:
-        for i in range(30):
-            try:
-                if i % 10 == 7:
-                    pool.apply(ff.run_action, ("sigkill",))
-                    got: object = "no error"
-                else:
-                    got = pool.apply(ff.square, (k * 100 + i,)) == (k * 100 + i) ** 2
-            except WorkerLostError:
-                got = "lost"
-            with lock:
-                outcomes.append(got)
-
     with procpool.Pool(2) as pool:
-        threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        outcomes = calls_racing_with_kills(
+            lambda x: pool.apply(ff.square, (x,)),
+            lambda: pool.apply(ff.run_action, ("sigkill",)),
+            WorkerLostError,
+        )
     assert len(outcomes) == 120
     assert outcomes.count("lost") == 12 and outcomes.count(True) == 108
 
