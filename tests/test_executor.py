@@ -536,38 +536,64 @@ def _count_direct_calls(executor: procpool.Executor) -> list[bool]:
     return seen
 
 
+def _skip_next_wake(executor: procpool.Executor, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Do not wake the scheduler for the next submit: that call then waits in the
+    inbox until the thread that asks for its result takes it to a lent worker."""
+    engine = executor._engine
+    real_wake = engine._wake
+
+    def skip_once() -> None:
+        engine._wake = real_wake  # type: ignore[method-assign]
+
+    monkeypatch.setattr(engine, "_wake", skip_once)
+
+
 def test_result_right_after_submit_runs_on_a_lent_worker(
-    make_pp: Callable[..., procpool.Executor],
+    make_pp: Callable[..., procpool.Executor], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``submit(f).result()`` runs the call from the waiting thread on an idle worker,
-    as a blocking ``Pool.apply`` does: same results, same errors."""
+    """``submit(f).result()`` (and ``.exception()``) runs the call from the waiting
+    thread on an idle worker, as a blocking ``Pool.apply`` does: same results, same
+    errors. Here the scheduler is never woken for the new calls, so each one waits in
+    the inbox until its own thread takes it: without the lent worker this would hang."""
     executor = make_pp(1)
+    assert executor.submit(square, 2).result() == 4  # the worker is up
     seen = _count_direct_calls(executor)
+    monkeypatch.setattr(executor._engine, "_wake", lambda: None)
     assert [executor.submit(square, i).result() for i in range(20)] == [i * i for i in range(20)]
-    assert any(seen)
     with pytest.raises(CustomError, match="direct") as info:
         executor.submit(raise_custom, "direct").result()
     assert isinstance(info.value.__cause__, procpool.RemoteTraceback)
     assert executor.submit(add, 2, b=3).result() == 5
+    error = executor.submit(raise_custom, "asked by exception()").exception()
+    assert isinstance(error, CustomError) and "exception()" in str(error)
+    assert executor.submit(square, 4).exception() is None
+    assert seen == [True] * 24
 
 
 @pytest.mark.parametrize("how", ["exit", "kill"])
 def test_result_right_after_submit_survives_a_crash(
-    make_pp: Callable[..., procpool.Executor], how: str
+    make_pp: Callable[..., procpool.Executor], monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
+    """A worker lent to ``result()`` dies: that call fails alone, and the executor
+    goes on. (The scheduler is not woken by the fatal call's submit, so the call is
+    sure to run on the lent worker; the death then wakes it as usual.)"""
     executor = make_pp(1)
-    seen = _count_direct_calls(executor)
     assert executor.submit(square, 3).result() == 9
+    seen = _count_direct_calls(executor)
+    _skip_next_wake(executor, monkeypatch)
     with pytest.raises(procpool.WorkerLostError):
         executor.submit(run_crash, how).result()
+    assert seen == [True]
     assert [executor.submit(square, i).result() for i in range(10)] == [i * i for i in range(10)]
-    assert any(seen)
 
 
 def test_cancel_while_another_thread_waits_on_a_lent_worker(
-    make_pp: Callable[..., procpool.Executor], hub: Hub
+    make_pp: Callable[..., procpool.Executor], hub: Hub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     executor = make_pp(1)
+    assert executor.submit(square, 3).result() == 9  # the worker is up
+    seen = _count_direct_calls(executor)
+    _skip_next_wake(executor, monkeypatch)
     futures: list[cf.Future[Any]] = []
     outcome: list[object] = []
 
@@ -584,6 +610,7 @@ def test_cancel_while_another_thread_waits_on_a_lent_worker(
     assert futures[0].cancel()
     waiter.join(GET)
     assert not waiter.is_alive() and isinstance(outcome[0], cf.CancelledError)
+    assert seen == [True]
     assert call.wait_gone()  # its worker was stopped ...
     assert executor.submit(square, 6).result() == 36  # ... and replaced
 

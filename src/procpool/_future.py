@@ -112,17 +112,23 @@ class Future(concurrent.futures.Future[T]):
     def result(self, timeout: float | None = None) -> T:
         if self._state == FINISHED and self._exception is None:
             return self._result  # type: ignore[return-value]
-        task = self._task
-        if timeout is None and task is not None and self._state == PENDING and not task.attempts:
-            # ``submit(f).result()``: if no worker has the call yet, run it on an idle
-            # one from this thread, as a blocking Pool.apply does (no thread hand-off).
-            self._engine.call_direct(task, queued=True)
+        if timeout is None:
+            self._run_here()
         return super().result(timeout)
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == FINISHED:
             return self._exception
+        if timeout is None:
+            self._run_here()
         return super().exception(timeout)
+
+    def _run_here(self) -> None:
+        """``submit(f).result()``: if no worker has the call yet, run it on an idle one
+        from this thread, as a blocking Pool.apply does (no thread hand-off)."""
+        task = self._task
+        if task is not None and self._state == PENDING and not task.attempts:
+            self._engine.call_direct(task, queued=True)
 
     def running(self) -> bool:
         """True while a worker holds the call (as in the stdlib, which counts calls

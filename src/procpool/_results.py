@@ -110,9 +110,10 @@ class AsyncResult(Task, Generic[T]):
         Raises GetTimeoutError (a ``multiprocessing.TimeoutError`` and a ``TimeoutError``)
         when ``timeout`` passes first; the task itself keeps running.
         """
-        self.wait(timeout)
-        if not self._ready:
-            raise GetTimeoutError(f"no result within {timeout}s (the task is still running)")
+        if not self._ready:  # (most handles of a large batch are ready when asked)
+            self.wait(timeout)
+            if not self._ready:
+                raise GetTimeoutError(f"no result within {timeout}s (the task is still running)")
         if self._ok:
             value: T = self._value
             return value
