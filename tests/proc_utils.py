@@ -72,10 +72,16 @@ def calls_racing_with_kills(
             with lock:
                 outcomes.append(got)
 
-    threads = [threading.Thread(target=caller, args=(k,)) for k in range(4)]
+    in_threads(caller, 4)
+    return outcomes
+
+
+def in_threads(target: Callable[[int], object], count: int) -> None:
+    """Run ``target(0)`` ... ``target(count - 1)`` in threads at once and wait for them
+    all; fails if one has not returned within ``GET`` seconds."""
+    threads = [threading.Thread(target=target, args=(i,)) for i in range(count)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(GET)
     assert not any(thread.is_alive() for thread in threads), "a call never returned"
-    return outcomes

@@ -57,7 +57,7 @@ from compat_funcs import (
     wait_event,
 )
 from conftest import child_pids
-from proc_utils import GET, SHORT, drain
+from proc_utils import GET, SHORT, drain, in_threads
 
 STDLIB = "multiprocessing"
 PROCPOOL = "procpool"
@@ -430,12 +430,7 @@ def _apply_from_threads(pool: Any, n: int, salt: int) -> list[object]:
         except BaseException as exc:  # reported through ``results``
             results[i] = exc
 
-    threads = [threading.Thread(target=caller, args=(i,)) for i in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(GET)
-    assert not any(thread.is_alive() for thread in threads), "some apply() never returned"
+    in_threads(caller, n)
     return results
 
 

@@ -222,9 +222,16 @@ def split_call(
     """The function's pickle and the unpickled ``(mode, data, kwargs)`` of a call."""
     (n,) = _FN_LEN.unpack_from(payload)
     end = _FN_LEN.size + n
-    args = memoryview(payload)[end:]
-    fn_blob = bytes(payload[_FN_LEN.size : end])
-    return fn_blob, (_shm.loads(args, fds) if fds else loads(args))
+    return bytes(payload[_FN_LEN.size : end]), call_args(payload, end, fds)
+
+
+def call_args(
+    payload: bytes | bytearray | memoryview, start: int, fds: list[int] | None = None
+) -> Any:
+    """The unpickled ``(mode, data, kwargs)`` of a call whose function part ends at
+    ``start``."""
+    args = memoryview(payload)[start:]
+    return _shm.loads(args, fds) if fds else loads(args)
 
 
 def _describe(fn: object) -> str:

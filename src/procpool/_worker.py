@@ -237,8 +237,7 @@ class _Worker:
         """The function of a call and its unpickled ``(mode, data, kwargs)``."""
         part = self.last_part
         if payload.startswith(part):  # (a length prefix, so the same function's pickle)
-            args = memoryview(payload)[len(part) :]
-            return self.last_fn, (_shm.loads(args, fds) if fds else _serialize.loads(args))
+            return self.last_fn, _serialize.call_args(payload, len(part), fds)
         fn_blob, call_args = _serialize.split_call(payload, fds)
         fn = self.fn_cache.get(fn_blob)
         if fn is None:
