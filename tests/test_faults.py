@@ -16,6 +16,8 @@ import subprocess
 import sys
 import textwrap
 import threading
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.pool import MaybeEncodingError
 from pathlib import Path
 
 import pytest
@@ -37,8 +39,6 @@ SIGNAL_OF = {"sigkill": "SIGKILL", "segfault": "SIGSEGV"}
 def _check_lost(err: BaseException, action: str) -> None:
     assert isinstance(err, WorkerLostError)
     assert isinstance(err, procpool.ProcpoolError)
-    from concurrent.futures.process import BrokenProcessPool
-
     assert isinstance(err, BrokenProcessPool)
     if action == "exit":
         assert err.exitcode == 7 and "exited with code 7" in str(err)
@@ -80,9 +80,14 @@ def test_crash_matrix_in_worker(start_method: str, stage: str, action: str) -> N
             assert type(err) is ff.TrapError and "trap sprung" in str(err)
             assert isinstance(err.__cause__, procpool.RemoteTraceback)
             assert "run_action" in str(err.__cause__)
-        else:
-            assert isinstance(err, SerializationError)
+        elif stage == "unpickle task":  # the stdlib: BrokenProcessPool (and a hang)
+            assert isinstance(err, SerializationError) and isinstance(err, BrokenProcessPool)
             assert err.stage == stage and "trap sprung" in str(err)
+        else:  # as multiprocessing.Pool: the pickling error, wrapped
+            assert isinstance(err, MaybeEncodingError)
+            assert "trap sprung" in err.exc and "Trap object" in err.value
+            assert type(err.__cause__) is ff.TrapError
+            assert "the result of fault_funcs.make_trap" in err.__cause__.__notes__[-1]
         _assert_healthy(pool, before + after)
 
 
@@ -93,12 +98,19 @@ def test_crash_matrix_in_parent(start_method: str) -> None:
     """
     with procpool.Pool(2, context=start_method) as pool:
         before = _neighbours(pool)
-        with pytest.raises(SerializationError) as info:
-            pool.apply_async(ff.identity, (ff.Trap("raise", "pickle"),))
-        assert info.value.stage == "pickle task" and "trap sprung" in str(info.value)
+        errors: list[BaseException] = []
+        # As the stdlib: the pickler's own error, from get(), not from apply_async.
+        bad = pool.apply_async(
+            ff.identity, (1, ff.Trap("raise", "pickle")), error_callback=errors.append
+        )
+        with pytest.raises(ff.TrapError) as info:
+            bad.get(timeout=30)
+        assert "argument 1 of the call (Trap object)" in info.value.__notes__[-1]
+        assert errors == [info.value]  # the error_callback ran before get() returned
         bad = pool.apply_async(ff.make_trap, ("raise", "unpickle"))
         with pytest.raises(SerializationError) as info:
             bad.get(timeout=30)
+        assert isinstance(info.value, BrokenProcessPool)
         assert info.value.stage == "unpickle result" and "trap sprung" in str(info.value)
         _assert_healthy(pool, before)
 

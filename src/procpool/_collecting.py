@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import _serialize, _shm
-from ._errors import RemoteError, RemoteTraceback, SerializationError
+from ._errors import UNSENT_RESULT, RemoteError, RemoteTraceback, SerializationError
 from ._faults import FaultHandling
 from ._slot import DISCARD, TID_STEP, Sink, Slot, Task
 from ._wire import CUT, ErrorReport, FrameReader, Kind, Payload
@@ -282,4 +282,6 @@ def _rebuild_error(payload: Payload) -> BaseException:
     if not isinstance(exc, BaseException):
         exc = RemoteError(report.type_name, report.message)
     exc.__cause__ = RemoteTraceback(report.traceback)
+    if report.unsent is not None:
+        setattr(exc, UNSENT_RESULT, report.unsent)  # (a Pool makes it a MaybeEncodingError)
     return exc

@@ -106,7 +106,7 @@ class Engine(Lending):
         # the Process as they are, so locks and events can be shared by inheritance.
         init_blob = None
         if initializer is not None:
-            init_blob = _serialize.dumps(initializer, "pickle initializer")
+            init_blob = _serialize.dumps(initializer)
         # Workers watch the read end of this pipe; only this process holds the write
         # end, so its death (even by SIGKILL) is an EOF in every worker.
         alive_r, self._alive_w = os.pipe()

@@ -10,11 +10,20 @@ catching it::
     │   ├── PoolBrokenError        (also BrokenProcessPool)   the pool cannot start workers
     │   ├── TaskTimeoutError       (also multiprocessing.TimeoutError, TimeoutError)
     │   ├── GetTimeoutError        (also multiprocessing.TimeoutError, TimeoutError)
-    │   ├── SerializationError     (also pickle.PicklingError, TypeError)
+    │   ├── SerializationError     (also BrokenProcessPool,   a call or result that could
+    │   │                           pickle.UnpicklingError)   not be rebuilt on the far side
     │   ├── RemoteError                                       an exception that could not cross
     │   └── CancelledError         (also concurrent.futures.CancelledError)
-    └── RemoteTraceback                                       the worker's traceback text,
-                                                              set as ``__cause__``
+    └── RemoteTraceback        (also multiprocessing.pool.RemoteTraceback and
+                                concurrent.futures.process._RemoteTraceback)
+                                the worker's traceback text, set as ``__cause__``
+
+What procpool does not wrap, as the stdlib does not: a call whose arguments cannot be
+pickled fails with the pickler's own exception (``TypeError: cannot pickle ...``, or
+whatever a ``__reduce__`` raised), from ``get()``/``result()``, with a note naming the
+argument; a result that cannot be pickled in the worker fails the same way on an
+``Executor`` and as ``multiprocessing.pool.MaybeEncodingError`` on a ``Pool``
+(see :func:`for_pool`).
 
 ``CancelledError`` derives from ``concurrent.futures.CancelledError``, which since
 Python 3.8 is a ``BaseException``-free ``Exception`` subclass.
@@ -23,10 +32,12 @@ Python 3.8 is a ``BaseException``-free ``Exception`` subclass.
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.pool
 import pickle
 import signal
 from concurrent.futures import CancelledError as _FuturesCancelled
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
+from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
 
 __all__ = [
     "CancelledError",
@@ -45,15 +56,22 @@ class ProcpoolError(Exception):
     """Base class of every error procpool raises itself."""
 
 
-class RemoteTraceback(Exception):
+# (typeshed knows neither stdlib class: both are Exceptions holding ``tb``, a str.)
+class RemoteTraceback(
+    multiprocessing.pool.RemoteTraceback,  # type: ignore[name-defined,misc]
+    _RemoteTraceback,
+):
     """The formatted traceback of an exception raised in a worker.
 
     Attached as ``__cause__`` of the re-raised exception so the default traceback
-    printout shows where in the worker it happened.
+    printout shows where in the worker it happened. An instance of the stdlib's
+    classes for the same thing (``multiprocessing.pool.RemoteTraceback`` and
+    ``concurrent.futures.process._RemoteTraceback``), which tools that format causes
+    look for.
     """
 
     def __init__(self, tb: str) -> None:
-        super().__init__(tb)
+        Exception.__init__(self, tb)  # (the stdlib's set no args: they would not unpickle)
         self.tb = tb
 
     def __str__(self) -> str:
@@ -120,14 +138,14 @@ class GetTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError)
     """``get(timeout)`` or ``wait`` ran out of time; the task itself goes on."""
 
 
-class SerializationError(ProcpoolError, pickle.PicklingError, TypeError):
-    """A call, result or exception could not be pickled or unpickled.
+class SerializationError(ProcpoolError, BrokenProcessPool, pickle.UnpicklingError):
+    """A call or a result that could not be rebuilt on the other side of the pipe.
 
-    Also a TypeError, because that is what the stdlib raises for an argument that
-    cannot be pickled (``cannot pickle '_thread.lock' object``).
-
-    ``stage`` says where: ``"pickle task"``, ``"unpickle task"``, ``"pickle result"``,
-    ``"unpickle result"`` or ``"unpickle error"``.
+    ``stage`` says where: ``"unpickle task"`` (in the worker: an argument's
+    ``__setstate__`` raised, say) or ``"unpickle result"`` (in the parent). The stdlib
+    calls both a ``BrokenProcessPool`` (and breaks the whole executor); procpool fails
+    only that task, with an error that is one too, so ``except BrokenProcessPool``
+    still catches it.
     """
 
     def __init__(self, stage: str, detail: str) -> None:
@@ -137,6 +155,25 @@ class SerializationError(ProcpoolError, pickle.PicklingError, TypeError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.stage, self.detail))
+
+
+#: Set on an exception that stopped a result from being pickled in a worker: the
+#: result's repr, which a Pool reports in ``MaybeEncodingError`` (see for_pool).
+UNSENT_RESULT = "_procpool_unsent_result"
+
+
+def for_pool(exc: BaseException) -> BaseException:
+    """The error a ``Pool`` result raises for ``exc``: as ``multiprocessing.Pool`` does,
+    a result that could not be pickled is a ``MaybeEncodingError`` (``exc`` and
+    ``value`` as reprs), with the pickling error as its ``__cause__``."""
+    unsent = getattr(exc, UNSENT_RESULT, None)
+    if unsent is None:
+        return exc
+    wrapped: BaseException = MaybeEncodingError(exc, "")
+    wrapped.value = unsent  # type: ignore[attr-defined]  # (a repr, as the stdlib's is)
+    wrapped.args = (repr(exc), unsent)
+    wrapped.__cause__ = exc
+    return wrapped
 
 
 class RemoteError(ProcpoolError):

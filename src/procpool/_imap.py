@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from . import _serialize
-from ._errors import CancelledError, GetTimeoutError
+from ._errors import CancelledError, GetTimeoutError, for_pool
 from ._slot import Task
 from ._state import State
 from ._worker import MAP
@@ -315,6 +315,8 @@ class IMapIterator(Generic[T]):
         return max(1, min(_MAX_ADAPTIVE_CHUNK, int(0.005 / per_item)))
 
     def _resolve(self, index: int, ok: bool, value: Any) -> None:
+        if not ok:
+            value = for_pool(value)
         with self._cond:
             if self._inflight.pop(index, None) is None:
                 return  # cancelled

@@ -143,7 +143,11 @@ class Pool:
         When a worker is idle and nothing else is queued, the calling thread sends the
         call and waits for the answer itself (no hand-off to the scheduler thread).
         """
-        result = self._apply_task(func, args, kwds, None, None, **options)
+        try:
+            result = self._apply_task(func, args, kwds, None, None, **options)
+        except _Unpicklable as failed:
+            unpicklable: AsyncResult[T] = failed.result
+            return unpicklable.get()
         try:
             if not self._engine.call_direct(result):
                 self._engine.submit([result])
@@ -168,9 +172,12 @@ class Pool:
         ``callback(result)`` or ``error_callback(exception)`` run in the parent, in
         completion order, on procpool's callback thread.
         """
-        result = self._apply_task(
-            func, args, kwds, callback, error_callback, task_timeout, retries
-        )
+        try:
+            result = self._apply_task(
+                func, args, kwds, callback, error_callback, task_timeout, retries
+            )
+        except _Unpicklable as failed:
+            return failed.result
         self._engine.submit_one(result)
         return result
 
@@ -193,8 +200,15 @@ class Pool:
                     f"for one argument write args=(x,)"
                 )
             args = tuple(args)
-        fn_part, name = _serialize.function_info(func)
-        payload = _serialize.call_payload(fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS)
+        try:
+            fn_part, name = _serialize.function_info(func)
+            payload = _serialize.call_payload(
+                fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS
+            )
+        except Exception as exc:  # as the stdlib: get() raises it, not apply_async
+            failed: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
+            failed._set(False, exc)
+            raise _Unpicklable(failed) from None
         options = self._default_options
         if task_timeout is not None or retries is not None:
             options = self._options(task_timeout, retries)
@@ -369,7 +383,11 @@ class Pool:
         result: MapResult[T] = MapResult(self._engine, bounds, callback, error_callback)
         if not bounds:
             return result
-        fn_blob = _serialize.dumps_function(func)
+        try:
+            fn_blob = _serialize.dumps_function(func)
+        except Exception as exc:  # as the stdlib: get() raises it
+            result._set(False, exc)
+            return result
         name = _serialize.describe(func)
         options = self._options(task_timeout, retries)
         # Submit as the chunks are pickled, so workers start on the first one while
@@ -377,9 +395,13 @@ class Pool:
         batch: list[Task] = []
         try:
             for index, (start, stop) in enumerate(bounds):
-                payload = _serialize.call_payload(fn_blob, mode, items[start:stop], {})
-                label = f"{name} on items {start}..{stop - 1}"
-                batch.append(Task(payload, result, index, label, options))
+                try:
+                    payload = _serialize.call_payload(fn_blob, mode, items[start:stop], {})
+                except Exception as exc:  # as the stdlib: that chunk fails, the rest runs
+                    result._resolve(index, False, exc)
+                else:
+                    label = f"{name} on items {start}..{stop - 1}"
+                    batch.append(Task(payload, result, index, label, options))
                 if index < self._processes or len(batch) >= 8 or stop == len(items):
                     result._tasks.extend(batch)
                     self._engine.submit(batch)
@@ -413,6 +435,13 @@ class Pool:
         )
         self._imaps.add(it)
         return it
+
+
+class _Unpicklable(Exception):
+    """A call that could not be pickled: ``result`` already holds the error."""
+
+    def __init__(self, result: AsyncResult[Any]) -> None:
+        self.result = result
 
 
 def _shutdown(engine: Engine) -> None:

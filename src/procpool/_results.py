@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import CancelledError, GetTimeoutError
+from ._errors import CancelledError, GetTimeoutError, for_pool
 from ._slot import Task
 
 if TYPE_CHECKING:
@@ -176,6 +176,8 @@ class AsyncResult(Task, Generic[T]):
 
         It is also _set's body: it runs once per apply_async, and a call costs.
         """
+        if not ok:
+            value = for_pool(value)
         with _lock:
             if self._done:
                 return False

@@ -12,6 +12,7 @@ from __future__ import annotations
 import marshal
 import os
 import pickle
+import reprlib
 import struct
 import sys
 import threading
@@ -21,7 +22,6 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from . import _shm
-from ._errors import SerializationError
 from ._wire import ErrorReport
 
 PROTOCOL = 5
@@ -74,8 +74,8 @@ def _main_is_importable() -> bool:
     return getattr(main, "__file__", None) is not None
 
 
-def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None) -> bytes:
-    """Pickle ``obj``, falling back to cloudpickle; SerializationError names ``stage``.
+def dumps(obj: object, fds: list[int] | None = None) -> bytes:
+    """Pickle ``obj``, falling back to cloudpickle; raises what pickle raised.
 
     With ``fds``, large buffers go out of band into memfds appended to it.
     """
@@ -88,7 +88,7 @@ def dumps(obj: object, stage: str = "pickle task", fds: list[int] | None = None)
             data = pickle.dumps(obj, PROTOCOL, buffer_callback=_shm.collector(fds))
     except Exception as first:
         _drop(fds)
-        return _dumps_fallback(obj, stage, first)
+        return _dumps_fallback(obj, first)
     if _MAIN_MARK in data and not _main_is_importable():
         _drop(fds)
         try:
@@ -116,7 +116,7 @@ def _drop(fds: list[int] | None) -> None:
         fds.clear()
 
 
-def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
+def _dumps_fallback(obj: object, first: Exception) -> bytes:
     # multiprocessing's own pickler knows sockets and connections (the tutorial's
     # echo server hands an accepted socket to a worker); cloudpickle knows code.
     from multiprocessing.reduction import ForkingPickler
@@ -128,7 +128,9 @@ def _dumps_fallback(obj: object, stage: str, first: Exception) -> bytes:
     try:
         return _cloudpickle_dumps(obj)
     except Exception:
-        raise SerializationError(stage, f"{type(first).__name__}: {first}") from first
+        # As the stdlib does: the pickler's own exception (TypeError: cannot pickle
+        # ..., or whatever a __reduce__ raised); the caller notes what it was.
+        raise first from None
 
 
 class _PerFunction(Generic[V]):
@@ -162,7 +164,11 @@ class _PerFunction(Generic[V]):
 
 
 def _function_info(fn: object) -> tuple[bytes, str]:
-    blob = dumps(fn)
+    try:
+        blob = dumps(fn)
+    except Exception as exc:
+        exc.add_note(f"procpool: the function {_describe(fn)} could not be pickled")
+        raise
     return _FN_LEN.pack(len(blob)) + blob, _describe(fn)
 
 
@@ -182,6 +188,7 @@ def loads(data: bytes | bytearray | memoryview) -> Any:
 
 
 _FN_LEN = struct.Struct("<I")
+_APPLY = 0  # (_worker.APPLY: a call's data is its positional arguments)
 FN_LEN_SIZE = _FN_LEN.size
 
 
@@ -210,10 +217,27 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
     if not kwargs and _plain_items(data):  # no buffers and no code: nothing to check
         return fn_part + marshal.dumps((mode, data, kwargs))
     fds: list[int] = []
-    payload = fn_part + dumps((mode, data, kwargs), "pickle task", fds)
+    try:
+        payload = fn_part + dumps((mode, data, kwargs), fds)
+    except Exception as exc:
+        exc.add_note(f"procpool: {_culprit(mode, data, kwargs)} could not be pickled")
+        raise
     if not fds:
         return payload
     return _shm.OOBPayload.holding(payload, fds)
+
+
+def _culprit(mode: int, data: Any, kwargs: dict[str, Any]) -> str:
+    """Which part of a call cannot be pickled, in words (the slow path of an error)."""
+    what = "argument {} of the call" if mode == _APPLY else "item {} of the chunk"
+    parts = [(what.format(i), value) for i, value in enumerate(data)]
+    parts += [(f"keyword argument {key!r} of the call", value) for key, value in kwargs.items()]
+    for where, value in parts:
+        try:
+            dumps(value)
+        except Exception:
+            return f"{where} ({type(value).__name__} object)"
+    return "the call's arguments"
 
 
 def split_call(
@@ -243,27 +267,40 @@ def _describe(fn: object) -> str:
     return f"{module}.{name}" if module and module != "builtins" else str(name)
 
 
-def error_report(exc: BaseException) -> bytes:
+_NOTHING = object()
+
+
+def error_report(exc: BaseException, unsent: object = _NOTHING) -> bytes:
     """Pickle an exception raised in a worker, with its traceback text.
 
     The exception is also unpickled here, so one that cannot be rebuilt (a custom
     ``__init__`` that pickle cannot call again) is caught in the worker and sent by
-    name and message instead.
+    name and message instead. ``unsent`` is the result that ``exc`` stopped from being
+    pickled, if that is what happened.
     """
     tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     exc_bytes: bytes | None
     try:
-        exc_bytes = dumps(exc, "pickle error")
+        exc_bytes = dumps(exc)
         pickle.loads(exc_bytes)
     except BaseException:
         exc_bytes = None
     type_name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    try:
-        message = str(exc)
-    except BaseException:
-        message = "<str() of the exception failed>"
-    report = ErrorReport(exc_bytes, type_name, message, tb)
+    unsent_repr = None if unsent is _NOTHING else _safe(_short_repr, unsent)
+    report = ErrorReport(exc_bytes, type_name, _safe(str, exc), tb, unsent_repr)
     return pickle.dumps(report, PROTOCOL)
+
+
+def _safe(text: Callable[[Any], str], obj: object) -> str:
+    try:
+        return text(obj)
+    except BaseException:
+        return f"<{text.__name__}() of the {type(obj).__name__} object failed>"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxstring = _REPR.maxother = 200
+_short_repr = _REPR.repr
 
 
 #: A short name for a callable, cached per function.

@@ -72,6 +72,9 @@ class ErrorReport:
     type_name: str
     message: str
     traceback: str
+    #: The repr of a result that could not be pickled (this exception is why), for a
+    #: Pool's MaybeEncodingError; None for an error the call raised.
+    unsent: str | None = None
 
 
 def frame(kind: int, tid: int, payload: bytes = b"") -> bytes:

@@ -297,9 +297,13 @@ class _Worker:
             return
         out_fds: list[int] = []
         try:
-            data = _serialize.dumps(value, "pickle result", out_fds)
+            data = _serialize.dumps(value, out_fds)
         except BaseException as exc:
-            self.send(Kind.ERROR, tid, _serialize.error_report(exc), out)
+            exc.add_note(
+                f"procpool: the result of {_serialize.describe(fn)} "
+                f"({type(value).__name__} object) could not be pickled"
+            )
+            self.send(Kind.ERROR, tid, _serialize.error_report(exc, unsent=value), out)
             return
         finally:
             del value
