@@ -23,10 +23,13 @@ class CallbackRunner:
         if self._thread is None:
             with self._lock:
                 if self._thread is None:
-                    self._thread = threading.Thread(
+                    thread = threading.Thread(
                         target=self._run, name="procpool-callbacks", daemon=True
                     )
-                    self._thread.start()
+                    thread.start()
+                    # Published once started: stop() joins it (under this lock), and
+                    # joining a thread not yet started raises on Python 3.12+.
+                    self._thread = thread
         self._queue.append(fn)
         self._ready.release()
 
