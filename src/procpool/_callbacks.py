@@ -26,9 +26,16 @@ class CallbackRunner:
                     thread = threading.Thread(
                         target=self._run, name="procpool-callbacks", daemon=True
                     )
-                    thread.start()
-                    # Published once started: stop() joins it (under this lock), and
-                    # joining a thread not yet started raises on Python 3.12+.
+                    try:
+                        thread.start()
+                    except RuntimeError:
+                        # At interpreter exit Python 3.12+ starts no new thread: with
+                        # none started, nothing is queued, so running it here keeps
+                        # the order.
+                        fn()
+                        return
+                    # Published once started: stop() joins it, and joining a thread
+                    # that never started raises.
                     self._thread = thread
         self._queue.append(fn)
         self._ready.release()
