@@ -95,13 +95,13 @@ def test_a_long_list_of_small_items_is_pickled_once(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(_serialize.pickle, "dumps", counting)
     numbers = list(range(300_000))  # ~1.5 MB pickled
     fds: list[int] = []
-    data = _serialize.dumps(numbers, "pickle result", fds)
+    data = _serialize.dumps(numbers, fds)
     assert calls == [list] and not fds
     assert _serialize.pickle.loads(data) == numbers
     # Large bytes in a short container are still found and sent out of band.
     calls.clear()
     blob = b"x" * (2 * MB)
-    data = _serialize.dumps((1, blob), "pickle result", fds)
+    data = _serialize.dumps((1, blob), fds)
     try:
         assert len(calls) == 2 and len(fds) == 1 and len(data) < MB
     finally:
