@@ -62,6 +62,7 @@ from ._slot import (
     TID_STEP,
     Slot,
     Task,
+    Zygote,
     _parent_fds,
     close_parent_fd,
     parent_pipe,
@@ -154,7 +155,13 @@ class Engine(Lending):
         # Start the first workers from the caller's thread, before the scheduler thread
         # exists: a fork taken while another thread holds a lock (an import lock, say)
         # gives a child that deadlocks on it (see also _serialize.import_lock).
+        self._zygote: Zygote | None = None
         self._replenish()
+        # Replacements are started by the scheduler thread. Under fork, a fork of this
+        # process would copy the locks the other threads hold; they come from a
+        # single-threaded copy of it instead, made now (see Zygote).
+        if _start_method(ctx) == "fork":
+            self._zygote = Zygote(ctx, self._config)
         self._thread = threading.Thread(target=self._main, name="procpool-scheduler", daemon=True)
         self._thread.start()
 
@@ -278,6 +285,8 @@ class Engine(Lending):
                 slot.reap()
                 self._forget(slot)
         finally:
+            if self._zygote is not None:
+                self._zygote.close()
             close_parent_fd(self._wake_r)
             close_parent_fd(self._alive_w)
             self._alive_r.close()
@@ -350,7 +359,7 @@ class Engine(Lending):
         if self.state is State.CLOSING and not self._pending:
             return
         while len(self._slots) < self.processes:
-            slot = Slot(self._ctx, self._config)
+            slot = Slot(self._ctx, self._config, self._zygote)
             self._slots[slot.pid] = slot
             self._watch(slot.result_fd, self._on_readable, slot)
             self._watch(slot.sentinel, self._on_death, slot)
@@ -374,6 +383,11 @@ class Engine(Lending):
         if not slot.flush() and slot.task_fd not in self._fds:
             self._fds[slot.task_fd] = (self._on_writable, slot)
             self._poll.register(slot.task_fd, select.POLLOUT)
+
+
+def _start_method(ctx: Any) -> str | None:
+    get = getattr(ctx, "get_start_method", None)
+    return get() if get is not None else None
 
 
 def _close_in_owner(fd: int, owner_pid: int) -> None:
