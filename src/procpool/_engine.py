@@ -156,12 +156,16 @@ class Engine(Lending):
         # exists: a fork taken while another thread holds a lock (an import lock, say)
         # gives a child that deadlocks on it (see also _serialize.import_lock).
         self._zygote: Zygote | None = None
-        self._replenish()
         # Replacements are started by the scheduler thread. Under fork, a fork of this
         # process would copy the locks the other threads hold; they come from a
-        # single-threaded copy of it instead, made now (see Zygote).
+        # single-threaded copy of it instead, which the first worker forks as it
+        # starts (see Zygote).
+        self._carry: Zygote | None = None
         if _start_method(ctx) == "fork":
-            self._zygote = Zygote(ctx, self._config)
+            self._carry = Zygote()
+        zygote = self._carry
+        self._replenish()
+        self._zygote = zygote
         self._thread = threading.Thread(target=self._main, name="procpool-scheduler", daemon=True)
         self._thread.start()
 
@@ -359,7 +363,8 @@ class Engine(Lending):
         if self.state is State.CLOSING and not self._pending:
             return
         while len(self._slots) < self.processes:
-            slot = Slot(self._ctx, self._config, self._zygote)
+            slot = Slot(self._ctx, self._config, self._zygote, self._carry)
+            self._carry = None
             self._slots[slot.pid] = slot
             self._watch(slot.result_fd, self._on_readable, slot)
             self._watch(slot.sentinel, self._on_death, slot)

@@ -157,7 +157,11 @@ class Slot:
     """
 
     def __init__(
-        self, ctx: Any, config: _worker.WorkerConfig, zygote: Zygote | None = None
+        self,
+        ctx: Any,
+        config: _worker.WorkerConfig,
+        zygote: Zygote | None = None,
+        carry: Zygote | None = None,
     ) -> None:
         self.process: Any  # a multiprocessing.Process, or a ZygoteChild
         if zygote is not None:
@@ -167,7 +171,7 @@ class Slot:
             for fd in (self.task_fd, self.result_fd, self.direct_fd):
                 _widen(fd)
         else:
-            self._start(ctx, config)
+            self._start(ctx, config, carry)
         for fd in (self.task_fd, self.result_fd, self.direct_fd):
             os.set_blocking(fd, False)
         self.pid: int = self.process.pid
@@ -189,8 +193,9 @@ class Slot:
         self.init_error: str | None = None
         self._direct: select.poll | None = None
 
-    def _start(self, ctx: Any, config: _worker.WorkerConfig) -> None:
-        """Make the pipes and start the worker as a child of this process."""
+    def _start(self, ctx: Any, config: _worker.WorkerConfig, carry: Zygote | None) -> None:
+        """Make the pipes and start the worker as a child of this process (one that
+        forks the zygote first, with a ``carry``)."""
         task_r, self.task_fd = os.pipe()
         self.result_fd, result_w = os.pipe()
         # The answer to a lent call (Engine.call_direct) comes on a pipe of its own,
@@ -208,9 +213,10 @@ class Slot:
         child_result = multiprocessing.connection.Connection(result_w, readable=False)
         child_direct = multiprocessing.connection.Connection(direct_w, readable=False)
         child_fds = multiprocessing.connection.Connection(child_sock)
+        args: tuple[Any, ...] = (child_task, child_result, child_direct, child_fds, config)
         self.process = ctx.Process(
-            target=_worker.main,
-            args=(child_task, child_result, child_direct, child_fds, config),
+            target=_worker.main if carry is None else _fork_zygote_then_work,
+            args=args if carry is None else (carry.child_fd, *args),
             name="procpool-worker",
             daemon=True,
         )
@@ -221,6 +227,8 @@ class Slot:
             self.close_fds()
             raise
         finally:
+            if carry is not None:
+                carry.handed_over()
             child_task.close()
             child_result.close()
             child_direct.close()
@@ -348,29 +356,23 @@ _FDS_PER_WORKER = 5  # task (write end), result, direct (read ends), fd socket, 
 class Zygote:
     """The parent's end of a pool's zygote (only the scheduler thread uses it)."""
 
-    def __init__(self, ctx: Any, config: _worker.WorkerConfig) -> None:
+    def __init__(self) -> None:
         parent, child = (
             s.detach() for s in socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         )
         self.fd = parent
         _parent_fds.add(parent)
+        # The zygote's end, until the first worker is started with it (and forks the
+        # zygote as it starts, before any thread: see _fork_zygote_then_work). So the
+        # zygote is no child of this process, and it costs this thread no fork.
+        self.child_fd: int | None = child
         self._exits: dict[int, int] = {}
         self.pid: int | None = None  # the zygote says it first
-        # It is forked by a child that exits at once: not a child of this process, it
-        # never shows among its children (multiprocessing.active_children, /proc).
-        launcher = ctx.Process(
-            target=_zygote_launch, args=(child, config), name="procpool-zygote", daemon=True
-        )
-        try:
-            with _serialize.import_lock:
-                launcher.start()
-        except BaseException:
-            close_parent_fd(parent)
-            raise
-        finally:
-            os.close(child)
-        launcher.join()
-        launcher.close()
+
+    def handed_over(self) -> None:
+        if self.child_fd is not None:
+            os.close(self.child_fd)
+            self.child_fd = None
 
     def start(self) -> tuple[ZygoteChild, tuple[int, int, int, int]]:
         """Have the zygote fork a worker: its handle and the parent's pipe ends."""
@@ -427,6 +429,7 @@ class Zygote:
         An EOF on its socket tells it to stop: it ends the workers it still has (none,
         when the pool wound down), then exits. SIGKILL if it takes too long.
         """
+        self.handed_over()  # (the first worker never started: no zygote to wait for)
         with contextlib.suppress(OSError):
             os.write(self.fd, _STOP)
         deadline = _now() + _REAP_WAIT
@@ -501,12 +504,25 @@ class ZygoteChild:
             self.sentinel = -1
 
 
-def _zygote_launch(sock_fd: int, config: _worker.WorkerConfig) -> None:
-    """Fork the zygote and return (this process then exits)."""
+def _fork_zygote_then_work(zygote_fd: int, *args: Any) -> None:
+    """The first worker of a fork pool: fork the zygote, then be a worker.
+
+    Forked from the pool's caller before the scheduler thread exists, this process
+    has one thread yet; so has its fork, the zygote. (The zygote outlives this worker
+    if it must: it is then reparented, and its exit code goes to init.)
+    """
+    sentinel_w = _own_sentinel_write_end()
     if os.fork() == 0:
         code = 0
         try:
-            _zygote_main(sock_fd, config)
+            for conn in args[:4]:
+                conn.close()  # the first worker's own pipes
+            # This worker's sentinel fires when every copy of its write end is closed:
+            # the zygote must not keep one, or the worker's death would go unseen.
+            if sentinel_w is None:
+                raise RuntimeError("procpool: the worker's sentinel was not found")
+            os.close(sentinel_w)
+            _zygote_main(zygote_fd, args[4])
         except BaseException:
             import traceback
 
@@ -516,6 +532,19 @@ def _zygote_launch(sock_fd: int, config: _worker.WorkerConfig) -> None:
             with contextlib.suppress(Exception):
                 sys.stderr.flush()
             os._exit(code)
+    os.close(zygote_fd)
+    _worker.main(*args)
+
+
+def _own_sentinel_write_end() -> int | None:
+    """The descriptor by which this fork child's parent sees it exit (its sentinel's
+    write end: ``child_w`` in ``multiprocessing.popen_fork.Popen._launch``, 3.11-3.13)."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "_launch" and isinstance(frame.f_locals.get("child_w"), int):
+            return int(frame.f_locals["child_w"])
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def _zygote_main(sock_fd: int, config: _worker.WorkerConfig) -> None:
@@ -546,7 +575,11 @@ def _zygote_main(sock_fd: int, config: _worker.WorkerConfig) -> None:
                 if fd == alive:
                     return  # the parent died; the workers go too (their own watchdogs)
                 if fd == sock_fd:
-                    if os.read(sock_fd, 16) in (b"", _STOP):
+                    try:
+                        request = os.read(sock_fd, 16)
+                    except OSError:  # the pool's end was closed with a message unread
+                        request = b""
+                    if request in (b"", _STOP):
                         return  # the pool is done
                     child = _zygote_fork(sock, ctx, config)
                     if child is not None:
