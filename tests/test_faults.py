@@ -243,7 +243,7 @@ def test_callback_that_raises_does_not_stop_the_pool(caplog: pytest.LogCaptureFi
 def test_dropped_pool_is_cleaned_up() -> None:
     pool = procpool.Pool(2)
     assert pool.apply(ff.square, (2,)) == 4
-    with pytest.warns(ResourceWarning, match="unclosed running pool"):
+    with pytest.warns(ResourceWarning, match="unclosed running multiprocessing pool"):
         del pool
         gc.collect()
 

@@ -23,15 +23,17 @@ runs and stop every worker at once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import functools
 import itertools
 import os
+import select
 import signal
 import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
 from . import _serialize
@@ -90,9 +92,16 @@ class Executor(concurrent.futures.Executor):
         self._lock = threading.Lock()
         self._shutdown = False
         self._joiner: threading.Thread | None = None
+        if mp_context is None and max_tasks_per_child is not None:
+            mp_context = "spawn"  # as the stdlib (which refuses fork with it)
+        self._mp_context = get_context(mp_context)
+        # As the stdlib: with fork every worker starts now (a fork from a thread is
+        # unsafe); otherwise they start as calls come in (see _grow).
+        self._on_demand = self._mp_context.get_start_method() != "fork"
+        self._unpicklable = 0  # calls submit failed to pickle (see _grow)
         self._engine = Engine(
-            get_context(mp_context),
-            max_workers,
+            self._mp_context,
+            0 if self._on_demand else max_workers,
             initializer,
             initargs,
             max_tasks_per_child,
@@ -108,12 +117,23 @@ class Executor(concurrent.futures.Executor):
     def submit(
         self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
     ) -> concurrent.futures.Future[T]:
-        """Schedule ``fn(*args, **kwargs)``; return its Future at once."""
+        """Schedule ``fn(*args, **kwargs)``; return its Future at once.
+
+        As in the stdlib, a call that cannot be pickled does not raise here: its
+        future fails with the error.
+        """
         self._check_open()
-        fn_part, name = _serialize.function_info(fn)
-        payload = _serialize.call_payload(fn_part, APPLY, args, kwargs)
+        try:
+            fn_part, name = _serialize.function_info(fn)
+            payload = _serialize.call_payload(fn_part, APPLY, args, kwargs)
+        except Exception as exc:
+            self._unpicklable += 1
+            if self._on_demand:
+                self._grow()
+            return _failed(exc)
         future: Future[T] = Future(self._engine, self._live)
         task = future._task = Task(payload, future, 0, name, self._options)
+        future._owner = self
         self._hand_over([future], [task])
         return future
 
@@ -142,7 +162,8 @@ class Executor(concurrent.futures.Executor):
         make, source = self._calls(fn, iterables, chunksize)
         first = source if buffersize is None else itertools.islice(source, buffersize)
         futures: deque[Future[Any]] = deque(make(data) for data in first)
-        self._start(list(futures))
+        # A buffered map holds its executor weakly (see _refill), so its futures don't.
+        self._start(list(futures), own=buffersize is None)
         refill = None
         if buffersize is not None:
             refill = functools.partial(_refill, weakref.ref(self), make, source)
@@ -187,6 +208,21 @@ class Executor(concurrent.futures.Executor):
         """Pids of the current worker processes (for diagnostics and tests)."""
         return self._engine.worker_pids()
 
+    @property
+    def _processes(self) -> Mapping[int, WorkerProcess]:
+        """The stdlib's ``_processes``: ``{pid: process}`` of the live workers.
+
+        A read-only view that follows the workers as they come and go (code and
+        CPython's tests use it for pids and liveness); see ``WorkerProcess``.
+        """
+        return _Processes(self._engine)
+
+    @property
+    def _broken(self) -> str | bool:
+        """The stdlib's ``_broken``: why the executor is broken, or False."""
+        error = self._engine.broken_error
+        return False if error is None else str(error)
+
     # -- internal
 
     def _check_open(self) -> None:
@@ -198,27 +234,39 @@ class Executor(concurrent.futures.Executor):
     ) -> tuple[Callable[[Any], Future[Any]], Iterator[Any]]:
         """How map builds one call, and the calls' data: argument tuples or chunks."""
         self._check_open()
-        fn_blob = _serialize.dumps_function(fn)
         name = _serialize.describe(fn)
+        error: Exception | None = None
+        try:
+            fn_blob = _serialize.dumps_function(fn)
+        except Exception as exc:  # as submit: every call fails with the error
+            fn_blob, error = b"", exc
         # The maker holds no reference to the executor (see _refill).
         new = functools.partial(_new_future, self._engine, self._live, self._options)
         if chunksize == 1:
             call = functools.partial(_serialize.call_payload, fn_blob, APPLY, kwargs={})
-            return (lambda args: new(call(args), name)), zip(*iterables, strict=False)
+            make = functools.partial(_make, new, call, name, error)
+            return make, zip(*iterables, strict=False)
         single = len(iterables) == 1
         items = iter(iterables[0]) if single else zip(*iterables, strict=False)
         mode = MAP if single else STARMAP
         call = functools.partial(_serialize.call_payload, fn_blob, mode, kwargs={})
         label = f"{name} on a chunk of {chunksize}"
-        return (lambda chunk: new(call(chunk), label)), _batched(items, chunksize)
+        return functools.partial(_make, new, call, label, error), _batched(items, chunksize)
 
-    def _start(self, futures: list[Future[Any]]) -> None:
-        if futures:
+    def _start(self, futures: list[Future[Any]], own: bool) -> None:
+        """Hand map's futures over (those that could not be pickled already failed)."""
+        calls = [f for f in futures if f._task is not None]
+        if calls:
             self._check_open()
-            self._hand_over(futures, [f._task for f in futures if f._task is not None])
+            if own:
+                for future in calls:
+                    future._owner = self
+            self._hand_over(calls, [f._task for f in calls])  # type: ignore[misc]
 
     def _hand_over(self, futures: list[Future[Any]], tasks: list[Task]) -> None:
         self._live.update(futures)
+        if self._on_demand:
+            self._grow()
         try:
             self._engine.submit(tasks)
         except ValueError:  # shut down between the check and the submit
@@ -228,17 +276,52 @@ class Executor(concurrent.futures.Executor):
             self._live.difference_update(futures)
             raise
 
-    def _cancel_pending(self) -> None:
-        """Cancel every call no worker has been handed yet (shutdown's cancel_futures)."""
+    def _grow(self) -> None:
+        """Start workers on demand, as the stdlib does (not with fork): one more each
+        time a call comes in while every worker has one, up to ``max_workers``.
+
+        Started here, in the submitting thread, as the stdlib's are: ``_processes``
+        lists the worker once ``submit`` returns. (Under the engine's table lock, the
+        lock a lent call takes; TODO(engine): an Engine method for this.) A call
+        that could not be pickled counts as one that took a worker, as in the
+        stdlib, whose workers' count only a returned result lowers.
+        """
+        engine = self._engine
+        if engine.processes < min(self._max_workers, len(self._live) + self._unpicklable):
+            with self._lock, engine._table_lock:  # never lowered by a racing submit
+                wanted = min(self._max_workers, len(self._live) + self._unpicklable)
+                if engine.processes < wanted:
+                    engine.processes = wanted
+                    engine._replenish()
+            engine._wake()
+
+    def _cancel_pending(self, spare: bool = True) -> None:
+        """Cancel the calls no worker has been handed yet (shutdown's cancel_futures).
+
+        As in the stdlib, which counts the calls in its call queue (one per worker,
+        and one more) as running, the oldest waiting calls that workers free of a call
+        would take next are let run: some of what was submitted runs even if the
+        workers were still starting.
+        """
+        waiting = []
+        busy = 0
         for future in self._live.copy():
             task = future._task
-            if task is not None and task.attempts == 0:
-                future.cancel()
+            if task is None:
+                continue
+            if task.attempts == 0:
+                waiting.append((task.tid, future))
+            else:
+                busy += 1
+        waiting.sort(key=lambda pair: pair[0])
+        spared = max(0, self._max_workers - busy) if spare else 0
+        for _, future in waiting[spared:]:
+            future.cancel()
 
     def _force_shutdown(self, signum: int | None) -> None:
         with self._lock:
             self._shutdown = True
-        self._cancel_pending()
+        self._cancel_pending(spare=False)
         self._engine.terminate()
         if signum is not None:
             self._engine.signal_workers(signum)
@@ -258,6 +341,30 @@ class Executor(concurrent.futures.Executor):
                 target=self._engine.join, name="procpool-executor-shutdown"
             )
             self._joiner.start()
+
+
+def _make(
+    new: Callable[[bytes, str], Future[Any]],
+    call: Callable[[Any], bytes],
+    name: str,
+    error: Exception | None,
+    data: Any,
+) -> Future[Any]:
+    """One call of a map: a new future, or a failed one if the call cannot be pickled."""
+    if error is not None:
+        return _failed(error)
+    try:
+        payload = call(data)
+    except Exception as exc:
+        return _failed(exc)
+    return new(payload, name)
+
+
+def _failed(error: BaseException) -> Future[Any]:
+    """A future that failed before it was submitted (a call that cannot be pickled)."""
+    future: Future[Any] = Future()
+    future.set_exception(error)
+    return future
 
 
 def _new_future(
@@ -304,7 +411,7 @@ def _refill(
     data = next(source, None)
     if data is not None:
         future = make(data)
-        executor._start([future])
+        executor._start([future], own=False)
         futures.append(future)
 
 
@@ -320,11 +427,14 @@ def _results(
             if refill is not None:
                 refill(futures)
             timeout = None if end is None else end - time.monotonic()
-            value = _result_or_cancel(futures.popleft(), timeout)
+            # No local holds a result while the consumer has it (bpo-14406).
             if chunked:
-                yield from value
+                chunk = _result_or_cancel(futures.popleft(), timeout)
+                chunk.reverse()
+                while chunk:
+                    yield chunk.pop()
             else:
-                yield value
+                yield _result_or_cancel(futures.popleft(), timeout)
     finally:
         for future in futures:
             future.cancel()
@@ -336,6 +446,91 @@ def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
     finally:
         future.cancel()  # after a timeout; a no-op once finished
         del future  # do not keep the result alive through this frame
+
+
+class WorkerProcess:
+    """One live worker as the stdlib's ``_processes`` shows it.
+
+    ``pid``, ``name``, ``is_alive()``, ``exitcode``, ``terminate()`` and ``join()``,
+    as on a ``multiprocessing.Process``. Only the scheduler reaps workers: these look
+    at the process without reaping it (``waitid`` with ``WNOWAIT``, a pidfd).
+    """
+
+    __slots__ = ("_popen", "name", "pid")
+
+    def __init__(self, process: Any) -> None:
+        # The Popen, not the Process: it keeps the exit code the scheduler reaped
+        # after the Process is closed.
+        self._popen = process._popen
+        self.pid: int = process.pid
+        self.name: str = process.name
+
+    def __repr__(self) -> str:
+        return f"<procpool worker pid={self.pid} exitcode={self.exitcode}>"
+
+    @property
+    def exitcode(self) -> int | None:
+        """None while the worker runs; its exit code (-signal if killed) after."""
+        code = self._popen.returncode
+        if code is not None:  # reaped by the scheduler
+            return int(code)
+        try:
+            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # being reaped this instant
+            code = self._popen.returncode
+            return None if code is None else int(code)
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def is_alive(self) -> bool:
+        try:
+            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+        except ChildProcessError:  # reaped by the scheduler
+            return False
+
+    def terminate(self) -> None:
+        """SIGTERM to the worker, unless it has already exited (no stray signal)."""
+        if self.is_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGTERM)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until the worker has exited (at most ``timeout`` seconds)."""
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return
+        try:
+            if self.is_alive():  # checked after opening: fd is our worker's
+                select.select([fd], [], [], timeout)
+        finally:
+            os.close(fd)
+
+
+class _Processes(Mapping[int, WorkerProcess]):
+    """``Executor._processes``: a read-only, live ``{pid: WorkerProcess}``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def _table(self) -> dict[int, WorkerProcess]:
+        # The engine's slot table, read (a copy) from another thread, as worker_pids
+        # does. TODO(engine): an Engine method that lists the workers' processes.
+        slots = list(self._engine._slots.values())
+        return {slot.pid: WorkerProcess(slot.process) for slot in slots}
+
+    def __getitem__(self, pid: int) -> WorkerProcess:
+        return self._table()[pid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())
 
 
 class _FinishAtExit:

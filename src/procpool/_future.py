@@ -34,7 +34,13 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Callable
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -48,12 +54,16 @@ _OVER = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 _CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
 # Guards making a future's condition, and completing a future that has none yet.
 _make_lock = threading.Lock()
+# The live set of a future made by hand: shared, never holds anything.
+_NOBODY: set[Any] = set()
 
 
 class Future(concurrent.futures.Future[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call."""
 
-    def __init__(self, engine: Engine, live: set[Future[Any]]) -> None:
+    def __init__(
+        self, engine: Engine | None = None, live: set[Future[Any]] | None = None
+    ) -> None:
         # The base's attributes, but not its __init__, which makes a Condition at once.
         self._cond: threading.Condition | None = None
         self._state = PENDING
@@ -61,17 +71,27 @@ class Future(concurrent.futures.Future[T]):
         self._exception = None
         self._waiters = []
         self._done_callbacks: list[Any] = []  # the base's list, unused: see _callbacks
-        self._engine = engine
-        self._live = live  # the executor's unfinished futures (for cancel_futures)
+        self._engine = engine  # None for a future made by hand, as Future()
+        # The executor's unfinished futures (for cancel_futures).
+        self._live = _NOBODY if live is None else live
         self._task: Task | None = None
+        # The executor, while the call is pending: a future in use keeps it alive
+        # (Executor(2).submit(f) must not shut the executor down under the call).
+        self._owner: object = None
         self._callbacks: list[Callable[[Future[T]], object]] = []
 
     def cancel(self) -> bool:
         """Cancel the call, running or not; False only once it has finished.
 
         Unlike the stdlib (which cannot stop a running call), a running call's worker
-        is stopped and replaced.
+        is stopped and replaced. A future made by hand (``Future()``, no call behind
+        it) follows the stdlib's rules exactly.
         """
+        if self._task is None:
+            if not super().cancel():
+                return False
+            self._run_callbacks()
+            return True
         with self._condition:
             if self._state == FINISHED:
                 return False
@@ -84,7 +104,8 @@ class Future(concurrent.futures.Future[T]):
                 waiter.add_cancelled(self)
             self._condition.notify_all()
         self._live.discard(self)
-        if self._task is not None:
+        self._owner = None
+        if self._engine is not None:
             self._engine.cancel(self._task)
         self._run_callbacks()
         return True
@@ -128,13 +149,16 @@ class Future(concurrent.futures.Future[T]):
         from this thread, as a blocking Pool.apply does (no thread hand-off)."""
         task = self._task
         if task is not None and self._state == PENDING and not task.attempts:
+            assert self._engine is not None
             self._engine.call_direct(task, queued=True)
 
     def running(self) -> bool:
         """True while a worker holds the call (as in the stdlib, which counts calls
         already handed to its call queue as running)."""
         task = self._task
-        return task is not None and task.worker is not None and not self.done()
+        if task is None:  # made by hand: the stdlib's RUNNING state
+            return self._state == RUNNING
+        return task.worker is not None and not self.done()
 
     def add_done_callback(self, fn: Callable[[concurrent.futures.Future[T]], object]) -> None:
         with self._condition:
@@ -156,7 +180,7 @@ class Future(concurrent.futures.Future[T]):
     def _resolve(self, index: int, ok: bool, value: Any) -> None:
         """The Sink side, called by the scheduler thread; loses quietly to a cancel."""
         if self._complete(ok, value) and self._callbacks:
-            self._engine.callbacks.post(self._run_callbacks)
+            self._engine.callbacks.post(self._run_callbacks)  # type: ignore[union-attr]
 
     def _complete(self, ok: bool, value: Any) -> bool:
         """Finish with a result or an exception; False if already finished or cancelled."""
@@ -185,6 +209,7 @@ class Future(concurrent.futures.Future[T]):
             self._exception = value
         self._state = FINISHED
         self._live.discard(self)
+        self._owner = None
         return True
 
     def _run_callbacks(self) -> None:

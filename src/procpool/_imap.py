@@ -81,6 +81,9 @@ class IMapIterator(Generic[T]):
         self._cancelled = False
         self._cut_short = False  # cancelled with input unread or chunks in flight
         self._input_error: BaseException | None = None
+        # The Pool (set by it), held until the results end: as the stdlib's
+        # IMapIterator._pool, so ``list(Pool(2).imap(f, xs))`` works.
+        self._pool: object = None
         self._top_up()
 
     def __iter__(self) -> IMapIterator[T]:
@@ -93,6 +96,7 @@ class IMapIterator(Generic[T]):
             if self._feeding and self._taken == self._submitted:
                 self._wait_for_feeder()
             if self._taken == self._submitted:
+                self._pool = None
                 if self._input_error is not None:
                     error, self._input_error = self._input_error, None
                     raise error
@@ -123,6 +127,7 @@ class IMapIterator(Generic[T]):
             self._cut_short = self._cut_short or not self._exhausted or bool(self._inflight)
             self._exhausted = True
             self._cancelled = True
+            self._pool = None
             tasks = list({id(t): t for t in self._inflight.values()}.values())  # batches once
             self._inflight.clear()
             self._cond.notify_all()
@@ -302,6 +307,10 @@ class IMapIterator(Generic[T]):
         except Exception as exc:
             self._exhausted = True
             self._input_error = exc
+            if self._fixed is not None:
+                # As the stdlib: a fixed-size chunk the input failed to fill is never
+                # sent, so the error surfaces at that chunk's first position.
+                return []
         return chunk
 
     def _next_size(self) -> int:

@@ -114,7 +114,8 @@ class Pool:
         engine = getattr(self, "_engine", None)
         if engine is not None and engine.state is State.RUNNING:
             warnings.warn(
-                f"unclosed running pool {self!r}", ResourceWarning, source=self, stacklevel=2
+                f"unclosed running multiprocessing pool {self!r}",
+                ResourceWarning, source=self, stacklevel=2,
             )
 
     def __enter__(self) -> Pool:
@@ -213,6 +214,7 @@ class Pool:
         if task_timeout is not None or retries is not None:
             options = self._options(task_timeout, retries)
         result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
+        result._hold(self)
         Task.__init__(result, payload, result, 0, name, options)  # its own task
         return result
 
@@ -348,6 +350,19 @@ class Pool:
         """Pids of the current worker processes (for diagnostics and tests)."""
         return self._engine.worker_pids()
 
+    @property
+    def _pool(self) -> tuple[WorkerView, ...]:
+        """The live workers, as the stdlib's ``Pool._pool`` list (read-only here): each
+        with ``pid``, ``name``, ``is_alive()``, ``exitcode`` and ``terminate()``.
+
+        A snapshot: workers the scheduler replaces later are not in it.
+        """
+        return tuple(WorkerView(slot.process) for slot in list(self._engine._slots.values()))
+
+    def _repopulate_pool(self) -> None:
+        """Kept for code that calls the stdlib's: procpool's scheduler keeps the pool
+        full on its own, so there is nothing to do."""
+
     # -- internal
 
     def _require_running(self) -> None:
@@ -390,6 +405,7 @@ class Pool:
             return result
         name = _serialize.describe(func)
         options = self._options(task_timeout, retries)
+        result._hold(self)
         # Submit as the chunks are pickled, so workers start on the first one while
         # the rest of the input is still being pickled here.
         batch: list[Task] = []
@@ -433,8 +449,42 @@ class Pool:
             self._engine, make_task, iter(iterable), size, ordered, window, self._processes,
             batches,
         )
+        it._pool = self  # (held until it ends, as the stdlib's IMapIterator._pool)
         self._imaps.add(it)
         return it
+
+
+class WorkerView:
+    """A read-only handle on one worker process (an item of ``Pool._pool``)."""
+
+    __slots__ = ("_process",)
+
+    def __init__(self, process: Any) -> None:
+        self._process = process
+
+    @property
+    def pid(self) -> int | None:
+        pid: int | None = self._process.pid
+        return pid
+
+    @property
+    def name(self) -> str:
+        return str(self._process.name)
+
+    @property
+    def exitcode(self) -> int | None:
+        code: int | None = self._process.exitcode
+        return code
+
+    def is_alive(self) -> bool:
+        return bool(self._process.is_alive())
+
+    def terminate(self) -> None:
+        """SIGTERM the worker; the pool fails the task it held and replaces it."""
+        self._process.terminate()
+
+    def __repr__(self) -> str:
+        return f"<procpool worker pid={self.pid}>"
 
 
 class _Unpicklable(Exception):

@@ -46,6 +46,7 @@ class AsyncResult(Task, Generic[T]):
         "_gate",
         "_hooks",
         "_ok",
+        "_pool",
         "_ready",
         "_value",
         "callback_error",
@@ -58,6 +59,8 @@ class AsyncResult(Task, Generic[T]):
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
         self._engine = engine
+        # The Pool that made this handle, held until it settles (see _hold).
+        self._pool: object = None
         # A lock held until the result is ready, made only when somebody has to wait
         # for it: cheaper than an Event (a Condition and two locks), and most results
         # of a large batch are ready before anyone asks.
@@ -167,6 +170,12 @@ class AsyncResult(Task, Generic[T]):
                 return
         hook(self)
 
+    def _hold(self, pool: object) -> None:
+        """Keep ``pool`` alive until this handle settles, as the stdlib's
+        ``ApplyResult._pool`` does: ``Pool(2).apply_async(f).get()`` must not see the
+        pool finalized (its workers stopped) while the call is pending."""
+        self._pool = pool
+
     def _set(self, ok: bool, value: Any) -> bool:
         """Settle the handle (the first of the scheduler and cancel() wins)."""
         return AsyncResult._resolve(self, 0, ok, value)
@@ -184,6 +193,7 @@ class AsyncResult(Task, Generic[T]):
             self._done = True
             self._ok = ok
             self._value = value
+            self._pool = None
             if (self._callback if ok else self._error_callback) is None:
                 # No callback: ready at once, under the same lock (the common case).
                 self._ready = True
@@ -251,6 +261,9 @@ class MapResult(AsyncResult[list[T]]):
         self._items: list[Any] = [None] * (bounds[-1][1] if bounds else 0)
         self._remaining = len(bounds)
         self._tasks: list[Task] = []
+        # The Pool, held while any chunk is still to come back (see _hold): after a
+        # failure the other chunks still run, as in the stdlib.
+        self._map_pool: object = None
         self.progress = threading.Condition(threading.Lock())
         self.completed = 0
         if not bounds:
@@ -263,17 +276,23 @@ class MapResult(AsyncResult[list[T]]):
         with self.progress:
             if ok:
                 self.completed += stop - start
-                self._remaining -= 1
+            self._remaining -= 1
             last = self._remaining == 0
+            failed = self._done and not self._ok
         settled = False
         if not ok:
+            # As the stdlib: get() raises the first error at once, but the other
+            # chunks are not cancelled: their side effects happen, join() waits.
             settled = self._set(False, value)
-            if settled:
-                self._stop()  # the map has failed: the rest is wasted work
-        elif last:
+        elif last and not failed:
             settled = self._set(True, self._items)
+        if last:
+            self._map_pool = None
         self._notify_progress()
         return settled
+
+    def _hold(self, pool: object) -> None:
+        self._map_pool = pool
 
     def _stop(self) -> None:
         for task in self._tasks:
@@ -281,6 +300,7 @@ class MapResult(AsyncResult[list[T]]):
 
     def cancel(self) -> bool:
         cancelled = super().cancel()
+        self._map_pool = None
         self._notify_progress()
         return cancelled
 
