@@ -327,8 +327,13 @@ class Slot:
         close_parent_fd(self.result_fd)
         close_parent_fd(self.direct_fd)
         close_parent_fd(self.fd_sock)
-        with contextlib.suppress(Exception):
-            self.process.close()
+        # The sentinel's fd, not Process.close(): multiprocessing's exit hook may be
+        # joining this (reaped) process from the main thread, and join() on a closed
+        # Process raises there. The Process itself goes with the slot.
+        closer = getattr(getattr(self.process, "_popen", None), "close", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                closer()
 
 
 # ------------------------------------------------------------------ the zygote
