@@ -95,6 +95,9 @@ def join_threads_since(baseline: set[threading.Thread]) -> None:
     before it ends; so does procpool's shutdown thread).
     """
     for thread in set(threading.enumerate()) - baseline:
+        # enumerate() lists a thread whose start() has not returned yet, and joining
+        # it then raises on Python 3.12+: wait for it to be running first.
+        thread._started.wait(GET)  # type: ignore[attr-defined]
         thread.join(GET)
         assert not thread.is_alive(), f"{thread.name} did not end"
 
