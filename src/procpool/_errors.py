@@ -14,9 +14,10 @@ catching it::
     │   │                           pickle.UnpicklingError)   not be rebuilt on the far side
     │   ├── RemoteError                                       an exception that could not cross
     │   └── CancelledError         (also concurrent.futures.CancelledError)
-    └── RemoteTraceback        (also multiprocessing.pool.RemoteTraceback and
-                                concurrent.futures.process._RemoteTraceback)
-                                the worker's traceback text, set as ``__cause__``
+    └── RemoteTraceback        the worker's traceback text, set as ``__cause__``: a
+                                Pool sets multiprocessing.pool.RemoteTraceback, an
+                                Executor concurrent.futures.process._RemoteTraceback,
+                                and isinstance(cause, RemoteTraceback) holds for both
 
 What procpool does not wrap, as the stdlib does not: a call whose arguments cannot be
 pickled fails with the pickler's own exception (``TypeError: cannot pickle ...``, or
@@ -56,26 +57,52 @@ class ProcpoolError(Exception):
     """Base class of every error procpool raises itself."""
 
 
-# (typeshed knows neither stdlib class: both are Exceptions holding ``tb``, a str.)
-class RemoteTraceback(
-    multiprocessing.pool.RemoteTraceback,  # type: ignore[name-defined,misc]
-    _RemoteTraceback,
-):
-    """The formatted traceback of an exception raised in a worker.
+class _AnyRemoteTraceback(type):
+    """``isinstance(x, RemoteTraceback)`` is also true of the stdlib's two classes,
+    which the facades attach (see :func:`for_pool` and :func:`for_executor`)."""
+
+    def __instancecheck__(cls, instance: object) -> bool:
+        return type.__instancecheck__(cls, instance) or isinstance(instance, _STDLIB_REMOTE)
+
+
+class RemoteTraceback(Exception, metaclass=_AnyRemoteTraceback):
+    """The formatted traceback of an exception raised in a worker (``tb``, a str).
 
     Attached as ``__cause__`` of the re-raised exception so the default traceback
-    printout shows where in the worker it happened. An instance of the stdlib's
-    classes for the same thing (``multiprocessing.pool.RemoteTraceback`` and
-    ``concurrent.futures.process._RemoteTraceback``), which tools that format causes
-    look for.
+    printout shows where in the worker it happened. A ``Pool`` attaches it as the
+    stdlib's own ``multiprocessing.pool.RemoteTraceback`` and an ``Executor`` as
+    ``concurrent.futures.process._RemoteTraceback`` (exactly those types, which tools
+    that format causes look for); ``isinstance(cause, procpool.RemoteTraceback)`` is
+    true of all three.
     """
 
     def __init__(self, tb: str) -> None:
-        Exception.__init__(self, tb)  # (the stdlib's set no args: they would not unpickle)
+        super().__init__(tb)
         self.tb = tb
 
     def __str__(self) -> str:
-        return "\n\n" + self.tb.rstrip("\n") + "\n(the traceback above is from the worker)"
+        return self.tb
+
+
+# (typeshed knows neither stdlib class: both are Exceptions holding ``tb``, a str.)
+_STDLIB_REMOTE: tuple[type[BaseException], ...] = (
+    multiprocessing.pool.RemoteTraceback,  # type: ignore[attr-defined]
+    _RemoteTraceback,
+)
+
+
+def _recast_cause(exc: BaseException, kind: type[BaseException]) -> None:
+    """Make ``exc``'s worker traceback (a RemoteTraceback cause) exactly ``kind``."""
+    cause = exc.__cause__
+    if cause is not None and type(cause) is not kind and isinstance(cause, RemoteTraceback):
+        exc.__cause__ = kind(cause.tb)
+
+
+def for_executor(exc: BaseException) -> BaseException:
+    """The error an ``Executor`` future holds for ``exc``: its worker traceback is a
+    ``concurrent.futures.process._RemoteTraceback``, as the stdlib's is."""
+    _recast_cause(exc, _RemoteTraceback)
+    return exc
 
 
 def signal_name(exitcode: int | None) -> str | None:
@@ -116,6 +143,18 @@ class WorkerLostError(ProcpoolError, BrokenProcessPool):
 
 class PoolBrokenError(ProcpoolError, BrokenProcessPool):
     """The pool cannot run tasks any more (for example, every worker fails to start)."""
+
+
+def fresh_copy(error: BaseException) -> BaseException:
+    """A new instance of ``error`` (same type, args and cause) to raise in one more
+    place: one instance raised from many would gather every raiser's traceback, and
+    hold their frames in cycles through it."""
+    try:
+        copy = type(error)(*error.args)
+    except Exception:
+        return error
+    copy.__cause__ = error.__cause__
+    return copy
 
 
 class TaskTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError):
@@ -166,6 +205,7 @@ def for_pool(exc: BaseException) -> BaseException:
     """The error a ``Pool`` result raises for ``exc``: as ``multiprocessing.Pool`` does,
     a result that could not be pickled is a ``MaybeEncodingError`` (``exc`` and
     ``value`` as reprs), with the pickling error as its ``__cause__``."""
+    _recast_cause(exc, multiprocessing.pool.RemoteTraceback)  # type: ignore[attr-defined]
     unsent = getattr(exc, UNSENT_RESULT, None)
     if unsent is None:
         return exc

@@ -12,7 +12,13 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ._dispatching import Dispatching, ms_until
-from ._errors import CancelledError, PoolBrokenError, TaskTimeoutError, WorkerLostError
+from ._errors import (
+    CancelledError,
+    PoolBrokenError,
+    TaskTimeoutError,
+    WorkerLostError,
+    fresh_copy,
+)
 from ._slot import DISCARD, Slot, Task
 from ._state import State
 from ._wire import Kind
@@ -96,7 +102,7 @@ class FaultHandling(Dispatching):
             self.state = State.BROKEN
             self.broken_error = error
         for task in self._drop_all():
-            self._resolve(task, False, error)
+            self._resolve(task, False, fresh_copy(error))
 
     def _requeue(self, tasks: list[Task]) -> None:
         for task in reversed(tasks):

@@ -43,6 +43,8 @@ from concurrent.futures._base import (
 )
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._errors import for_executor
+
 if TYPE_CHECKING:
     from ._engine import Engine
     from ._slot import Task
@@ -133,9 +135,15 @@ class Future(concurrent.futures.Future[T]):
     def result(self, timeout: float | None = None) -> T:
         if self._state == FINISHED and self._exception is None:
             return self._result  # type: ignore[return-value]
-        if timeout is None:
-            self._run_here()
-        return super().result(timeout)
+        try:
+            if timeout is None:
+                self._run_here()
+            return super().result(timeout)
+        finally:
+            # As the stdlib: the error raised here would otherwise hold this frame,
+            # and so the future, in a cycle through its own traceback (a future kept
+            # alive keeps its executor's initargs, say, until the next gc).
+            del self
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         if self._state == FINISHED:
@@ -179,6 +187,8 @@ class Future(concurrent.futures.Future[T]):
 
     def _resolve(self, index: int, ok: bool, value: Any) -> None:
         """The Sink side, called by the scheduler thread; loses quietly to a cancel."""
+        if not ok:
+            value = for_executor(value)
         if self._complete(ok, value) and self._callbacks:
             self._engine.callbacks.post(self._run_callbacks)  # type: ignore[union-attr]
 

@@ -13,6 +13,7 @@ one in the middle of a long call.
 
 from __future__ import annotations
 
+import logging
 import marshal
 import os
 import select
@@ -39,6 +40,9 @@ class WorkerConfig:
     max_tasks: int | None
     max_memory: int | None
     alive: Any  # a Connection: the read end of a pipe only the parent writes to
+    # Where a failing initializer is logged, at CRITICAL with its traceback, in the
+    # worker (an Executor's is "concurrent.futures", as the stdlib's).
+    init_logger: str = "procpool"
 
 
 def _die_with_parent(alive_fd: int) -> None:
@@ -144,6 +148,9 @@ class _Worker:
                 initializer = _serialize.loads(self.config.init_blob)
                 initializer(*self.config.initargs)
             except BaseException as exc:
+                logging.getLogger(self.config.init_logger).critical(
+                    "Exception in initializer:", exc_info=True
+                )
                 self.send(Kind.INIT_FAILED, 0, _serialize.error_report(exc))
                 return False
         self.send(Kind.READY, 0)
