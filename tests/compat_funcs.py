@@ -156,3 +156,13 @@ def types_and_value(*args: object, **kwargs: object) -> tuple[object, ...]:
 
 def identity(x: object) -> object:
     return x
+
+
+def write_unless_failing(args: tuple[str, int, int]) -> int:
+    """Write the file ``<directory>/<i>``, or raise CustomError when ``i == fail``."""
+    directory, i, fail = args
+    if i == fail:
+        raise CustomError(f"item {i} failed")
+    with open(os.path.join(directory, str(i)), "w") as f:
+        f.write(str(i))
+    return i

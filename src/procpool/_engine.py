@@ -42,6 +42,7 @@ doomed worker's SIGKILL time. Nothing polls on a timer.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import multiprocessing.connection
@@ -56,7 +57,7 @@ from typing import Any
 
 from . import _serialize
 from ._callbacks import CallbackRunner
-from ._errors import PoolBrokenError
+from ._errors import PoolBrokenError, fresh_copy
 from ._lending import Lending
 from ._slot import (
     TID_STEP,
@@ -102,6 +103,7 @@ class Engine(Lending):
         initargs: Iterable[Any],
         max_tasks: int | None = None,
         max_memory: int | None = None,
+        init_logger: str = "procpool",
     ) -> None:
         # The initializer travels as our own pickle (a lambda works); initargs go to
         # the Process as they are, so locks and events can be shared by inheritance.
@@ -114,7 +116,7 @@ class Engine(Lending):
         _parent_fds.add(self._alive_w)
         self._alive_r = multiprocessing.connection.Connection(alive_r, writable=False)
         self._config = WorkerConfig(
-            init_blob, tuple(initargs), max_tasks, max_memory, self._alive_r
+            init_blob, tuple(initargs), max_tasks, max_memory, self._alive_r, init_logger
         )
         self._ctx = ctx
         self.processes = processes
@@ -248,8 +250,17 @@ class Engine(Lending):
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def owns_current_thread(self) -> bool:
+        """True on the scheduler or the callback thread (neither can join itself)."""
+        return threading.current_thread() is self._thread or self.callbacks.is_current()
+
     def worker_pids(self) -> list[int]:
         return [slot.pid for slot in list(self._slots.values())]
+
+    def worker_processes(self) -> list[Any]:
+        """The current workers' ``multiprocessing.Process`` objects (any thread: a
+        copy of the table, as worker_pids reads it; only the scheduler reaps them)."""
+        return [slot.process for slot in list(self._slots.values())]
 
     def signal_workers(self, signum: int) -> None:
         """Send ``signum`` to every current worker (any thread; Executor.kill_workers).
@@ -263,7 +274,7 @@ class Engine(Lending):
 
     def _not_running_error(self) -> BaseException:
         if self.state is State.BROKEN and self.broken_error is not None:
-            return self.broken_error
+            return fresh_copy(self.broken_error)
         return ValueError("Pool not running")
 
     def _wake(self) -> None:
@@ -289,6 +300,9 @@ class Engine(Lending):
                 slot.reap()
                 self._forget(slot)
         finally:
+            # No worker starts any more: let go of the initializer and initargs now
+            # (a Queue or a Manager proxy in them), not when a gc finds this engine.
+            self._config = dataclasses.replace(self._config, init_blob=None, initargs=())
             if self._zygote is not None:
                 self._zygote.close()
             close_parent_fd(self._wake_r)

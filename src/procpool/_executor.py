@@ -23,11 +23,9 @@ runs and stop every worker at once.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import functools
 import itertools
 import os
-import select
 import signal
 import threading
 import time
@@ -40,6 +38,7 @@ from . import _serialize
 from ._engine import Engine
 from ._future import Future
 from ._pool import _check_positive, cpu_count, get_context
+from ._process_view import WorkerProcess
 from ._slot import Task
 from ._worker import APPLY, MAP, STARMAP
 
@@ -106,6 +105,7 @@ class Executor(concurrent.futures.Executor):
             initargs,
             max_tasks_per_child,
             max_memory_per_child,
+            init_logger="concurrent.futures",
         )
         self._finalizer = weakref.finalize(self, _release, self._engine)
         _finish_at_exit.remember(self)
@@ -448,66 +448,6 @@ def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
         del future  # do not keep the result alive through this frame
 
 
-class WorkerProcess:
-    """One live worker as the stdlib's ``_processes`` shows it.
-
-    ``pid``, ``name``, ``is_alive()``, ``exitcode``, ``terminate()`` and ``join()``,
-    as on a ``multiprocessing.Process``. Only the scheduler reaps workers: these look
-    at the process without reaping it (``waitid`` with ``WNOWAIT``, a pidfd).
-    """
-
-    __slots__ = ("_popen", "name", "pid")
-
-    def __init__(self, process: Any) -> None:
-        # The Popen, not the Process: it keeps the exit code the scheduler reaped
-        # after the Process is closed.
-        self._popen = process._popen
-        self.pid: int = process.pid
-        self.name: str = process.name
-
-    def __repr__(self) -> str:
-        return f"<procpool worker pid={self.pid} exitcode={self.exitcode}>"
-
-    @property
-    def exitcode(self) -> int | None:
-        """None while the worker runs; its exit code (-signal if killed) after."""
-        code = self._popen.returncode
-        if code is not None:  # reaped by the scheduler
-            return int(code)
-        try:
-            info = os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:  # being reaped this instant
-            code = self._popen.returncode
-            return None if code is None else int(code)
-        if info is None:
-            return None
-        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
-
-    def is_alive(self) -> bool:
-        try:
-            return os.waitid(os.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
-        except ChildProcessError:  # reaped by the scheduler
-            return False
-
-    def terminate(self) -> None:
-        """SIGTERM to the worker, unless it has already exited (no stray signal)."""
-        if self.is_alive():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGTERM)
-
-    def join(self, timeout: float | None = None) -> None:
-        """Wait until the worker has exited (at most ``timeout`` seconds)."""
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return
-        try:
-            if self.is_alive():  # checked after opening: fd is our worker's
-                select.select([fd], [], [], timeout)
-        finally:
-            os.close(fd)
-
-
 class _Processes(Mapping[int, WorkerProcess]):
     """``Executor._processes``: a read-only, live ``{pid: WorkerProcess}``."""
 
@@ -515,10 +455,7 @@ class _Processes(Mapping[int, WorkerProcess]):
         self._engine = engine
 
     def _table(self) -> dict[int, WorkerProcess]:
-        # The engine's slot table, read (a copy) from another thread, as worker_pids
-        # does. TODO(engine): an Engine method that lists the workers' processes.
-        slots = list(self._engine._slots.values())
-        return {slot.pid: WorkerProcess(slot.process) for slot in slots}
+        return {process.pid: WorkerProcess(process) for process in self._engine.worker_processes()}
 
     def __getitem__(self, pid: int) -> WorkerProcess:
         return self._table()[pid]

@@ -127,10 +127,10 @@ class IMapIterator(Generic[T]):
             self._cut_short = self._cut_short or not self._exhausted or bool(self._inflight)
             self._exhausted = True
             self._cancelled = True
-            self._pool = None
             tasks = list({id(t): t for t in self._inflight.values()}.values())  # batches once
             self._inflight.clear()
             self._cond.notify_all()
+        self._pool = None  # (outside the lock: the pool's finalizer may run)
         for task in tasks:
             self._engine.cancel(task)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -13,6 +14,7 @@ from . import _serialize
 from ._chunks import chunk_bounds, chunksize_of, length_hint
 from ._engine import Engine
 from ._imap import IMapIterator, task_makers
+from ._process_view import WorkerProcess
 from ._progress import ProgressOption, progress_bar, track_map
 from ._results import AsyncResult, MapResult
 from ._slot import Task
@@ -117,6 +119,12 @@ class Pool:
                 f"unclosed running multiprocessing pool {self!r}",
                 ResourceWarning, source=self, stacklevel=2,
             )
+        # Shut down here, not only through the weakref: a warnings filter that
+        # records the warning keeps ``source`` (self) alive, and a resurrected
+        # object's weakref callbacks never run.
+        finalizer = getattr(self, "_finalizer", None)
+        if finalizer is not None:
+            finalizer()
 
     def __enter__(self) -> Pool:
         self._require_running()
@@ -351,13 +359,14 @@ class Pool:
         return self._engine.worker_pids()
 
     @property
-    def _pool(self) -> tuple[WorkerView, ...]:
+    def _pool(self) -> tuple[WorkerProcess, ...]:
         """The live workers, as the stdlib's ``Pool._pool`` list (read-only here): each
-        with ``pid``, ``name``, ``is_alive()``, ``exitcode`` and ``terminate()``.
+        with ``pid``, ``name``, ``is_alive()``, ``exitcode``, ``terminate()`` and
+        ``join()``.
 
         A snapshot: workers the scheduler replaces later are not in it.
         """
-        return tuple(WorkerView(slot.process) for slot in list(self._engine._slots.values()))
+        return tuple(WorkerProcess(process) for process in self._engine.worker_processes())
 
     def _repopulate_pool(self) -> None:
         """Kept for code that calls the stdlib's: procpool's scheduler keeps the pool
@@ -454,39 +463,6 @@ class Pool:
         return it
 
 
-class WorkerView:
-    """A read-only handle on one worker process (an item of ``Pool._pool``)."""
-
-    __slots__ = ("_process",)
-
-    def __init__(self, process: Any) -> None:
-        self._process = process
-
-    @property
-    def pid(self) -> int | None:
-        pid: int | None = self._process.pid
-        return pid
-
-    @property
-    def name(self) -> str:
-        return str(self._process.name)
-
-    @property
-    def exitcode(self) -> int | None:
-        code: int | None = self._process.exitcode
-        return code
-
-    def is_alive(self) -> bool:
-        return bool(self._process.is_alive())
-
-    def terminate(self) -> None:
-        """SIGTERM the worker; the pool fails the task it held and replaces it."""
-        self._process.terminate()
-
-    def __repr__(self) -> str:
-        return f"<procpool worker pid={self.pid}>"
-
-
 class _Unpicklable(Exception):
     """A call that could not be pickled: ``result`` already holds the error."""
 
@@ -499,7 +475,15 @@ def _shutdown(engine: Engine) -> None:
     if os.getpid() != engine.owner_pid:
         return  # a forked worker collecting its copy of the pool: not ours to stop
     engine.terminate()
-    engine.join(timeout=5)
+    if not engine.owns_current_thread():
+        engine.join(timeout=5)
+        return
+    # Its last result was just settled by the scheduler or the callback thread, which
+    # cannot wait for itself: a thread of its own waits for the engine to end.
+    try:
+        threading.Thread(target=engine.join, name="procpool-pool-finalizer").start()
+    except RuntimeError:  # interpreter shutdown: no new threads (Python 3.12+)
+        pass
 
 
 _NO_KWARGS: dict[str, Any] = {}  # (only ever pickled)

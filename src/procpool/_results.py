@@ -193,21 +193,20 @@ class AsyncResult(Task, Generic[T]):
             self._done = True
             self._ok = ok
             self._value = value
-            self._pool = None
-            if (self._callback if ok else self._error_callback) is None:
+            callback = self._callback if ok else self._error_callback
+            if callback is None:
                 # No callback: ready at once, under the same lock (the common case).
                 self._ready = True
                 if self._gate is not None:
                     self._gate.release()
                 hooks, self._hooks = self._hooks, None
-                if not hooks:
-                    return True
-            else:
-                hooks = None
-        if hooks is not None:
-            _run_hooks(self, hooks)
-        else:
+        # Let go of the pool outside the lock: this may have been its last reference,
+        # and its finalizer stops the engine.
+        self._pool = None
+        if callback is not None:
             self._engine.callbacks.post(self._run_callback)
+        elif hooks:
+            _run_hooks(self, hooks)
         return True
 
     def _run_callback(self) -> None:
@@ -260,6 +259,7 @@ class MapResult(AsyncResult[list[T]]):
         self._bounds = bounds
         self._items: list[Any] = [None] * (bounds[-1][1] if bounds else 0)
         self._remaining = len(bounds)
+        self._first_error: BaseException | None = None
         self._tasks: list[Task] = []
         # The Pool, held while any chunk is still to come back (see _hold): after a
         # failure the other chunks still run, as in the stdlib.
@@ -276,17 +276,19 @@ class MapResult(AsyncResult[list[T]]):
         with self.progress:
             if ok:
                 self.completed += stop - start
+            elif self._first_error is None:
+                self._first_error = value
             self._remaining -= 1
             last = self._remaining == 0
-            failed = self._done and not self._ok
+        # As the stdlib: after a failure the other chunks still run (their side
+        # effects happen), and the map is ready, with its first error, once every
+        # chunk is back: `with Pool() as p: p.map(...)` does not terminate them.
         settled = False
-        if not ok:
-            # As the stdlib: get() raises the first error at once, but the other
-            # chunks are not cancelled: their side effects happen, join() waits.
-            settled = self._set(False, value)
-        elif last and not failed:
-            settled = self._set(True, self._items)
         if last:
+            if self._first_error is None:
+                settled = self._set(True, self._items)
+            else:
+                settled = self._set(False, self._first_error)
             self._map_pool = None
         self._notify_progress()
         return settled
