@@ -9,7 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 
 import pytest
 
@@ -67,16 +67,24 @@ def shm_segments() -> set[str]:
         return set()
 
 
-@pytest.fixture(autouse=True)
-def no_leaks() -> Iterator[None]:
-    """Fail a test that leaves a child process, a thread or a /dev/shm segment."""
-    children = child_pids()
-    threads = set(threading.enumerate())
-    shm = shm_segments()
-    yield
+def leak_problems(
+    children: set[int],
+    threads: set[threading.Thread],
+    shm: set[str],
+    own_pids: Collection[int] = (),
+    own_threads: Collection[threading.Thread] = (),
+) -> list[str]:
+    """What was left since the snapshot (``children``, ``threads``, ``shm``), leaving
+    out ``own_pids`` and ``own_threads``; leaked children are killed."""
     multiprocessing.active_children()  # reap stdlib pools' finished workers
-    left_children = child_pids() - children
-    left_threads = [t for t in threading.enumerate() if t not in threads and t.is_alive()]
+    left_children = child_pids() - children - set(own_pids)
+    left_threads = [
+        t for t in threading.enumerate()
+        if t not in threads and t not in own_threads and t.is_alive()
+        # (pytest-timeout's watchdog of the current test, when a module-scoped
+        # fixture tears down inside that test's window)
+        and not t.name.startswith("pytest_timeout ")
+    ]
     left_shm = shm_segments() - shm
     problems = []
     if left_children:
@@ -91,4 +99,15 @@ def no_leaks() -> Iterator[None]:
             os.waitpid(pid, 0)
         except OSError:
             pass
+    return problems
+
+
+@pytest.fixture(autouse=True)
+def no_leaks() -> Iterator[None]:
+    """Fail a test that leaves a child process, a thread or a /dev/shm segment."""
+    children = child_pids()
+    threads = set(threading.enumerate())
+    shm = shm_segments()
+    yield
+    problems = leak_problems(children, threads, shm)
     assert not problems, "; ".join(problems)

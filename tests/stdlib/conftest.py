@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import multiprocessing
 import os
 import threading
 from collections.abc import Iterator
@@ -61,27 +60,8 @@ def _owned(pools: list[procpool.Pool]) -> tuple[set[int], set[threading.Thread]]
 
 def _problems(children: set[int], threads: set[threading.Thread], shm: set[str],
               pools: list[procpool.Pool]) -> list[str]:
-    multiprocessing.active_children()  # reap stdlib pools' finished workers
     own_pids, own_threads = _owned(pools)
-    left_children = _base.child_pids() - children - own_pids
-    left_threads = [
-        t for t in threading.enumerate()
-        if t not in threads and t not in own_threads and t.is_alive()
-    ]
-    left_shm = _base.shm_segments() - shm
-    problems = []
-    if left_children:
-        problems.append(f"child processes left running: {sorted(left_children)}")
-    if left_threads:
-        problems.append(f"threads left running: {[t.name for t in left_threads]}")
-    if left_shm:
-        problems.append(f"shared memory left in /dev/shm: {sorted(left_shm)}")
-    for pid in left_children:  # do not let one leak fail every later test
-        try:
-            os.kill(pid, 9)
-            os.waitpid(pid, 0)
-        except OSError:
-            pass
+    problems: list[str] = _base.leak_problems(children, threads, shm, own_pids, own_threads)
     return problems
 
 
