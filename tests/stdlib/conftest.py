@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gc
 import importlib.util
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,6 @@ from typing import Any
 import pytest
 
 import procpool
-
-# Not yet part of the default run: on 3.11, 16 of CPython's tests still fail against
-# procpool (issue 12 is open). Run them with PROCPOOL_CPYTHON_SUITES=1.
-if not os.environ.get("PROCPOOL_CPYTHON_SUITES"):
-    collect_ignore_glob = ["test_cpython_*.py"]
 
 _spec = importlib.util.spec_from_file_location(
     "_procpool_base_conftest", Path(__file__).parent.parent / "conftest.py"
