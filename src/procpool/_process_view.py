@@ -58,24 +58,31 @@ class WorkerProcess:
         """The code the scheduler reaps or is told: None while the worker runs. Once it
         has exited, the code is stored an instant after (the scheduler's ``waitpid``
         has returned but not yet stored it, or the forkserver has yet to report)."""
-        deadline = time.monotonic() + _REAPED_WAIT
         if self.is_alive():
             return None
+        deadline = time.monotonic() + _REAPED_WAIT
         while (code := self._popen.returncode) is None and time.monotonic() < deadline:
             time.sleep(0.001)
         return None if code is None else int(code)
 
-    def is_alive(self) -> bool:
-        if self._popen.returncode is not None:
-            return False
+    def _exited(self, timeout: float | None) -> bool:
+        """Whether the worker has exited, waiting at most ``timeout`` seconds."""
+        if self._popen.returncode is not None:  # reaped by the scheduler
+            return True
         try:
             fd = os.pidfd_open(self.pid)
         except ProcessLookupError:
-            return False
+            return True
         try:
-            return not select.select([fd], [], [], 0)[0]  # readable once it has exited
+            # Checked again after opening: the fd is our worker's, not a reused pid's.
+            if self._popen.returncode is not None:
+                return True
+            return bool(select.select([fd], [], [], timeout)[0])  # readable once exited
         finally:
             os.close(fd)
+
+    def is_alive(self) -> bool:
+        return not self._exited(0)
 
     def terminate(self) -> None:
         """SIGTERM the worker, unless it has already exited (no stray signal). The pool
@@ -86,14 +93,4 @@ class WorkerProcess:
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until the worker has exited (at most ``timeout`` seconds)."""
-        if self._popen.returncode is not None:
-            return
-        try:
-            fd = os.pidfd_open(self.pid)
-        except ProcessLookupError:
-            return
-        try:
-            if self._popen.returncode is None:  # checked after opening: fd is our worker's
-                select.select([fd], [], [], timeout)
-        finally:
-            os.close(fd)
+        self._exited(timeout)
