@@ -19,7 +19,7 @@ import timeit
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from procpool._wire import HEADER, HEADER_SIZE, Kind, frame
+from procpool._worker.wire import HEADER, HEADER_SIZE, Kind, frame
 
 _LEN = struct.Struct("<I")
 

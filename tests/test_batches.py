@@ -18,7 +18,7 @@ import fault_funcs as ff
 import procpool
 from proc_utils import drain
 from procpool import SerializationError, TaskTimeoutError, WorkerLostError
-from procpool._imap import IMapIterator
+from procpool._api.imap import IMapIterator
 
 ITEMS = 4000  # long enough that later windows are batched (after the first results)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from procpool._chunks import chunk_bounds
+from procpool._api.chunks import chunk_bounds
 
 
 @pytest.mark.parametrize("processes", [1, 2, 8])

@@ -633,7 +633,7 @@ def test_console_script(tmp_path: Path) -> None:
 
 
 def test_parse_target() -> None:
-    from procpool._runtarget import TargetError, TargetSpec, parse_target
+    from procpool._cli.run.target import TargetError, TargetSpec, parse_target
 
     assert parse_target("pkg.mod:Class.method", "/cwd") == TargetSpec(
         "pkg.mod", "", "Class.method", "/cwd"
@@ -647,7 +647,7 @@ def test_parse_target() -> None:
 
 
 def test_encode_result() -> None:
-    from procpool._runtarget import encode_result
+    from procpool._cli.run.target import encode_result
 
     class BadRepr:
         def __repr__(self) -> str:
@@ -662,7 +662,7 @@ def test_encode_result() -> None:
 
 
 def test_lines_are_keyed_and_batched_from_a_stream() -> None:
-    from procpool._runinput import Source, as_call
+    from procpool._cli.run.input import Source, as_call
 
     r, w = os.pipe()
     os.write(w, b'one\r\n[1, 2]\n{"k": 3}\n\nlast-without-newline')
@@ -678,8 +678,8 @@ def test_lines_are_keyed_and_batched_from_a_stream() -> None:
 
 
 def test_chunk_sizes_grow_to_about_50ms_of_work() -> None:
-    from procpool._run import Chunker
-    from procpool._runtarget import ChunkOutcome
+    from procpool._cli.run.job import Chunker
+    from procpool._cli.run.target import ChunkOutcome
 
     fixed = Chunker(7, jobs=2)
     assert [fixed.size(None) for _ in range(3)] == [7, 7, 7]
@@ -694,7 +694,7 @@ def test_chunk_sizes_grow_to_about_50ms_of_work() -> None:
 
 
 def test_database_claim_commit_lookup_and_refusals(tmp_path: Path) -> None:
-    from procpool._rundb import Counts, DbError, RunDB, RunInfo
+    from procpool._cli.run.database import Counts, DbError, RunDB, RunInfo
 
     path = str(tmp_path / "u.sqlite")
     info = RunInfo("m:f", "abc", "in.txt", "size=1", {"json": False})
@@ -726,7 +726,7 @@ def test_database_claim_commit_lookup_and_refusals(tmp_path: Path) -> None:
 def test_inbox_wakes_on_a_post_from_another_thread_and_on_signals() -> None:
     import threading
 
-    from procpool._runinbox import Inbox
+    from procpool._cli.run.inbox import Inbox
 
     inbox = Inbox()
     poster = threading.Thread(target=inbox.post, args=("event",))

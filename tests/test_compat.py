@@ -703,7 +703,7 @@ def test_imap_reads_an_endless_input_lazily(pp: procpool.Pool) -> None:
             yield i
 
     # Read-ahead allowed beyond what was consumed, in items: the window of chunks.
-    bound = pp._processes * procpool._pool._DEFAULT_WINDOW_PER_WORKER
+    bound = pp._processes * procpool._api.pool._DEFAULT_WINDOW_PER_WORKER
     it = pp.imap(square, numbers(), chunksize=1)
     assert list(itertools.islice(it, 20)) == [x * x for x in range(20)]
     assert 20 <= pulled <= 20 + bound

@@ -819,7 +819,7 @@ def test_repr_and_worker_pids(make_pp: Callable[..., procpool.Executor]) -> None
 def test_the_future_sets_every_attribute_of_the_stdlib_future() -> None:
     # procpool's Future skips Future.__init__ (it makes a Condition at once); this
     # catches a Python version whose Future.__init__ sets something new.
-    from procpool._future import Future
+    from procpool._api.future import Future
 
     future: Future[Any] = Future(None, set())  # type: ignore[arg-type]  # no engine needed
     assert set(vars(cf.Future())) - {"_condition"} <= set(vars(future))

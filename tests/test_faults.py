@@ -431,7 +431,7 @@ def test_a_blocking_apply_watches_for_its_answer_only_while_that_pays(
     after two misses it sleeps at once and watches again one call in 16. (Watching
     used to depend on the measured service time only, which a sleeping caller inflates
     with its own wake-up: a pool of short calls could stay stuck at ~220 µs a call.)"""
-    from procpool import _lending
+    from procpool._engine import lending
 
     watches: list[int] = []
 
@@ -441,9 +441,9 @@ def test_a_blocking_apply_watches_for_its_answer_only_while_that_pays(
 
     with procpool.Pool(1, context="fork") as pool:
         assert pool.apply(ff.slow_square, (2,)) == 4  # the worker is up
-        monkeypatch.setattr(_lending, "spin", fake_spin)
+        monkeypatch.setattr(lending, "spin", fake_spin)
         engine = pool._engine
-        engine._spin_credit, engine._direct_calls = _lending._SPIN_CREDIT, 0
+        engine._spin_credit, engine._direct_calls = lending._SPIN_CREDIT, 0
         for i in range(48):
             assert pool.apply(ff.slow_square, (i,)) == i * i
         direct = engine._direct_calls

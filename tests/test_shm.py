@@ -83,25 +83,25 @@ def test_a_long_list_of_small_items_is_pickled_once(monkeypatch: pytest.MonkeyPa
     """A pickle over the shared-memory threshold with nothing out of band is looked
     into for large bytes; a long list of numbers has none and must not be walked and
     pickled a second time (that doubled the cost of big maps)."""
-    from procpool import _serialize
+    from procpool._worker import serialize
 
     calls = []
-    real = _serialize.pickle.dumps
+    real = serialize.pickle.dumps
 
     def counting(obj: object, *args: object, **kwargs: object) -> bytes:
         calls.append(type(obj))
         return real(obj, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(_serialize.pickle, "dumps", counting)
+    monkeypatch.setattr(serialize.pickle, "dumps", counting)
     numbers = list(range(300_000))  # ~1.5 MB pickled
     fds: list[int] = []
-    data = _serialize.dumps(numbers, fds)
+    data = serialize.dumps(numbers, fds)
     assert calls == [list] and not fds
-    assert _serialize.pickle.loads(data) == numbers
+    assert serialize.pickle.loads(data) == numbers
     # Large bytes in a short container are still found and sent out of band.
     calls.clear()
     blob = b"x" * (2 * MB)
-    data = _serialize.dumps((1, blob), fds)
+    data = serialize.dumps((1, blob), fds)
     try:
         assert len(calls) == 2 and len(fds) == 1 and len(data) < MB
     finally:

@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from procpool import _serialize, _worker
-from procpool._wire import FrameReader, Kind, frame
+from procpool._worker import main as worker_main
+from procpool._worker import serialize
+from procpool._worker.wire import FrameReader, Kind, frame
 
 
 class _Rig:
@@ -27,8 +28,8 @@ class _Rig:
         a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self._fds = [task_r, self.task_w, self.result_r, result_w, direct_r, direct_w]
         self._socks = [a, b]
-        config = _worker.WorkerConfig(None, (), None, None, None)
-        self.worker = _worker._Worker(task_r, result_w, direct_w, b.fileno(), config)
+        config = worker_main.WorkerConfig(None, (), None, None, None)
+        self.worker = worker_main._Worker(task_r, result_w, direct_w, b.fileno(), config)
         os.set_blocking(self.result_r, False)
         self.reader = FrameReader(self.result_r)
 
@@ -57,7 +58,7 @@ def rig() -> Iterator[_Rig]:
 
 
 def _call(tid: int) -> bytes:
-    payload = _serialize.call_payload(_serialize.dumps_function(abs), _worker.APPLY, (-tid,), {})
+    payload = serialize.call_payload(serialize.dumps_function(abs), worker_main.APPLY, (-tid,), {})
     return frame(Kind.CALL, tid, payload)
 
 
@@ -99,7 +100,7 @@ def test_a_queue_of_calls_is_run_without_a_read_per_call(
     """Calls already read are run back to back; the pipe is looked at again only
     every _PEEK_EVERY seconds (a system call per call cost a fifth of a worker's time
     on short tasks), and every call is still answered, in order."""
-    monkeypatch.setattr(_worker, "_PEEK_EVERY", 3600.0)  # no peek falls due here
+    monkeypatch.setattr(worker_main, "_PEEK_EVERY", 3600.0)  # no peek falls due here
     worker = rig.worker
     calls = 200
     rig.send(*(_call(tid) for tid in range(1, calls + 1)), frame(Kind.STOP, 0))

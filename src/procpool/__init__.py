@@ -5,21 +5,21 @@ hangs on a dead worker, stops tasks on timeout or cancel, and keeps per-task ove
 close to a pipe round trip. See ``docs/architecture.md`` for how it works.
 """
 
-from ._errors import CancelledError as CancelledError
-from ._errors import GetTimeoutError as GetTimeoutError
-from ._errors import PoolBrokenError as PoolBrokenError
-from ._errors import ProcpoolError as ProcpoolError
-from ._errors import RemoteError as RemoteError
-from ._errors import RemoteTraceback as RemoteTraceback
-from ._errors import SerializationError as SerializationError
-from ._errors import TaskTimeoutError as TaskTimeoutError
-from ._errors import WorkerLostError as WorkerLostError
-from ._executor import Executor as Executor
-from ._imap import IMapIterator as IMapIterator
-from ._pool import Pool as Pool
-from ._pool import cpu_count as cpu_count
-from ._results import AsyncResult as AsyncResult
-from ._results import MapResult as MapResult
+from procpool._api.executor import Executor as Executor
+from procpool._api.imap import IMapIterator as IMapIterator
+from procpool._api.pool import Pool as Pool
+from procpool._api.pool import cpu_count as cpu_count
+from procpool._api.results import AsyncResult as AsyncResult
+from procpool._api.results import MapResult as MapResult
+from procpool._core.errors import CancelledError as CancelledError
+from procpool._core.errors import GetTimeoutError as GetTimeoutError
+from procpool._core.errors import PoolBrokenError as PoolBrokenError
+from procpool._core.errors import ProcpoolError as ProcpoolError
+from procpool._core.errors import RemoteError as RemoteError
+from procpool._core.errors import RemoteTraceback as RemoteTraceback
+from procpool._core.errors import SerializationError as SerializationError
+from procpool._core.errors import TaskTimeoutError as TaskTimeoutError
+from procpool._core.errors import WorkerLostError as WorkerLostError
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._cli import main
+from procpool._cli import main
 
 if __name__ == "__main__":  # spawn and forkserver workers import this as __mp_main__
     raise SystemExit(main())

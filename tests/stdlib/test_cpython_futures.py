@@ -36,7 +36,7 @@ from unittest import mock
 import pytest
 
 import procpool
-from procpool._future import Future
+from procpool._api.future import Future
 
 _MIXINS = ("ProcessPoolForkMixin", "ProcessPoolForkserverMixin", "ProcessPoolSpawnMixin")
 _DEBIAN_311 = "/usr/lib/python3.11/test/test_concurrent_futures.py"

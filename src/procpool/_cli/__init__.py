@@ -17,7 +17,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("procpool._runcmd",)
+COMMAND_MODULES = ("procpool._cli.run",)
 
 USAGE_ERROR = 2
 

@@ -10,11 +10,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ._collecting import Collecting
-from ._slot import Slot, Task
-from ._state import State
-from ._wire import Kind
-from ._worker import spin
+from procpool._core.state import State
+from procpool._core.task import Task
+from procpool._engine.collecting import Collecting
+from procpool._engine.slot import Slot
+from procpool._worker.main import spin
+from procpool._worker.wire import Kind
 
 if TYPE_CHECKING:
     import itertools

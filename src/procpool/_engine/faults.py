@@ -11,17 +11,18 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ._dispatching import Dispatching, ms_until
-from ._errors import (
+from procpool._core.errors import (
     CancelledError,
     PoolBrokenError,
     TaskTimeoutError,
     WorkerLostError,
     fresh_copy,
 )
-from ._slot import DISCARD, Slot, Task
-from ._state import State
-from ._wire import Kind
+from procpool._core.state import State
+from procpool._core.task import DISCARD, Task
+from procpool._engine.dispatching import Dispatching, ms_until
+from procpool._engine.slot import Slot
+from procpool._worker.wire import Kind
 
 if TYPE_CHECKING:
     import threading

@@ -50,12 +50,18 @@ from procpool import (
     TaskTimeoutError,
     WorkerLostError,
 )
-
-from ._progress_line import Progress, Tally, summary
-from ._rundb import DEFAULT_DB, Counts, RunDB
-from ._runinbox import Inbox, Interrupted
-from ._runinput import InputBatch, InputEnd, InputTotal, Item, Reader, Source
-from ._runtarget import ERROR, CallError, ChunkOutcome, TargetSpec, run_chunk, type_name
+from procpool._cli.run.database import DEFAULT_DB, Counts, RunDB
+from procpool._cli.run.inbox import Inbox, Interrupted
+from procpool._cli.run.input import InputBatch, InputEnd, InputTotal, Item, Reader, Source
+from procpool._cli.run.progress import Progress, Tally, summary
+from procpool._cli.run.target import (
+    ERROR,
+    CallError,
+    ChunkOutcome,
+    TargetSpec,
+    run_chunk,
+    type_name,
+)
 
 _TARGET_CHUNK_SECONDS = 0.05
 _MAX_CHUNK = 1024

@@ -39,7 +39,7 @@ CUT = struct.Struct("<IB")
 # A received frame's payload (see FrameReader.frames).
 Payload = bytes | bytearray
 _READ_SIZE = 1 << 16
-_MAX_READ = 1 << 20  # a pipe holds at most this much (see _slot._widen)
+_MAX_READ = 1 << 20  # a pipe holds at most this much (see procpool._engine.pipes.widen)
 
 
 class Kind(enum.IntEnum):

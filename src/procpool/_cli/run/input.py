@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ._runtarget import CallError
+from procpool._cli.run.target import CallError
 
 _BLOCK = 1 << 16
 _RANGE_BATCH = 1024

@@ -26,9 +26,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import _serialize, _shm
-from ._errors import SerializationError
-from ._wire import CUT, FrameReader, Kind, Payload, frame, write_all
+from procpool._core.errors import SerializationError
+from procpool._worker import serialize, shm
+from procpool._worker.wire import CUT, FrameReader, Kind, Payload, frame, write_all
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,13 +145,13 @@ class _Worker:
     def initialize(self) -> bool:
         if self.config.init_blob is not None:
             try:
-                initializer = _serialize.loads(self.config.init_blob)
+                initializer = serialize.loads(self.config.init_blob)
                 initializer(*self.config.initargs)
             except BaseException as exc:
                 logging.getLogger(self.config.init_logger).critical(
                     "Exception in initializer:", exc_info=True
                 )
-                self.send(Kind.INIT_FAILED, 0, _serialize.error_report(exc))
+                self.send(Kind.INIT_FAILED, 0, serialize.error_report(exc))
                 return False
         self.send(Kind.READY, 0)
         return True
@@ -197,8 +197,8 @@ class _Worker:
                 self.queue.append((tid, payload, None, self.direct_fd, False))
                 self.on_waited_call()
             elif kind == Kind.CALL_OOB:
-                count, rest = _shm.unpack_count(payload)
-                fds = _shm.receive(self.fd_sock, count)
+                count, rest = shm.unpack_count(payload)
+                fds = shm.receive(self.fd_sock, count)
                 self.queue.append((tid, bytes(rest), fds, self.result_fd, False))
             elif kind == Kind.CANCEL:
                 self.drop(tid)
@@ -217,7 +217,7 @@ class _Worker:
         for item in self.queue:
             if item[0] == tid:
                 self.queue.remove(item)
-                _shm.close_all(item[2] or ())
+                shm.close_all(item[2] or ())
                 self.send(Kind.CANCELLED, tid)
                 return
 
@@ -232,7 +232,7 @@ class _Worker:
                 return
             err = SerializationError("unpickle task", f"{type(exc).__name__}: {exc}")
             err.__cause__ = exc
-            self.send(Kind.ERROR, tid, _serialize.error_report(err), out)
+            self.send(Kind.ERROR, tid, serialize.error_report(err), out)
             return
         if batch:
             self.send(Kind.UNPACKED, tid)
@@ -244,12 +244,12 @@ class _Worker:
         """The function of a call and its unpickled ``(mode, data, kwargs)``."""
         part = self.last_part
         if payload.startswith(part):  # (a length prefix, so the same function's pickle)
-            return self.last_fn, _serialize.call_args(payload, len(part), fds)
-        fn_blob, call_args = _serialize.split_call(payload, fds)
+            return self.last_fn, serialize.call_args(payload, len(part), fds)
+        fn_blob, call_args = serialize.split_call(payload, fds)
         fn = self.fn_cache.get(fn_blob)
         if fn is None:
-            fn = self.fn_cache[fn_blob] = _serialize.loads(fn_blob)
-        self.last_part = bytes(payload[: _serialize.FN_LEN_SIZE + len(fn_blob)])
+            fn = self.fn_cache[fn_blob] = serialize.loads(fn_blob)
+        self.last_part = bytes(payload[: serialize.FN_LEN_SIZE + len(fn_blob)])
         self.last_fn = fn
         return fn, call_args
 
@@ -295,22 +295,22 @@ class _Worker:
             finally:
                 self.in_call = False
         except BaseException as exc:
-            self.send(Kind.ERROR, tid, _serialize.error_report(exc), out)
+            self.send(Kind.ERROR, tid, serialize.error_report(exc), out)
             return
         finally:
             del data, kwargs
-        if type(value) in _serialize.PLAIN:  # None, a number, a string: nothing to check
+        if type(value) in serialize.PLAIN:  # None, a number, a string: nothing to check
             self.send(Kind.RESULT, tid, marshal.dumps(value), out)
             return
         out_fds: list[int] = []
         try:
-            data = _serialize.dumps(value, out_fds)
+            data = serialize.dumps(value, out_fds)
         except BaseException as exc:
             exc.add_note(
-                f"procpool: the result of {_serialize.describe(fn)} "
+                f"procpool: the result of {serialize.describe(fn)} "
                 f"({type(value).__name__} object) could not be pickled"
             )
-            self.send(Kind.ERROR, tid, _serialize.error_report(exc, unsent=value), out)
+            self.send(Kind.ERROR, tid, serialize.error_report(exc, unsent=value), out)
             return
         finally:
             del value
@@ -318,10 +318,10 @@ class _Worker:
             self.send(Kind.RESULT, tid, data, out)
             return
         try:
-            _shm.send(self.fd_sock, out_fds)
+            shm.send(self.fd_sock, out_fds)
         finally:
-            _shm.close_all(out_fds)
-        self.send(Kind.RESULT_OOB, tid, _shm.pack_count(len(out_fds), data), out)
+            shm.close_all(out_fds)
+        self.send(Kind.RESULT_OOB, tid, shm.pack_count(len(out_fds), data), out)
 
     def should_retire(self) -> bool:
         cfg = self.config

@@ -13,11 +13,11 @@ import threading
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._errors import CancelledError, GetTimeoutError, for_pool
-from ._slot import Task
+from procpool._core.errors import CancelledError, GetTimeoutError, for_pool
+from procpool._core.task import Task
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from procpool._engine.engine import Engine
 
 T = TypeVar("T")
 log = logging.getLogger("procpool")
@@ -181,7 +181,7 @@ class AsyncResult(Task, Generic[T]):
         return AsyncResult._resolve(self, 0, ok, value)
 
     def _resolve(self, index: int, ok: bool, value: Any) -> bool:
-        """The Sink side (see _slot.Sink); True when this outcome settled the handle.
+        """The Sink side (see procpool._core.task.Sink); True when this outcome settled the handle.
 
         It is also _set's body: it runs once per apply_async, and a call costs.
         """

@@ -10,16 +10,16 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
-from . import _serialize
-from ._chunks import chunk_bounds, chunksize_of, length_hint
-from ._engine import Engine
-from ._imap import IMapIterator, task_makers
-from ._process_view import WorkerProcess
-from ._progress import ProgressOption, progress_bar, track_map
-from ._results import AsyncResult, MapResult
-from ._slot import Task
-from ._state import State
-from ._worker import APPLY, MAP, STARMAP
+from procpool._api.chunks import chunk_bounds, chunksize_of, length_hint
+from procpool._api.imap import IMapIterator, task_makers
+from procpool._api.process_view import WorkerProcess
+from procpool._api.progress import ProgressOption, progress_bar, track_map
+from procpool._api.results import AsyncResult, MapResult
+from procpool._core.state import State
+from procpool._core.task import Task
+from procpool._engine.engine import Engine
+from procpool._worker import serialize
+from procpool._worker.main import APPLY, MAP, STARMAP
 
 T = TypeVar("T")
 
@@ -210,8 +210,8 @@ class Pool:
                 )
             args = tuple(args)
         try:
-            fn_part, name = _serialize.function_info(func)
-            payload = _serialize.call_payload(
+            fn_part, name = serialize.function_info(func)
+            payload = serialize.call_payload(
                 fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS
             )
         except Exception as exc:  # as the stdlib: get() raises it, not apply_async
@@ -408,11 +408,11 @@ class Pool:
         if not bounds:
             return result
         try:
-            fn_blob = _serialize.dumps_function(func)
+            fn_blob = serialize.dumps_function(func)
         except Exception as exc:  # as the stdlib: get() raises it
             result._set(False, exc)
             return result
-        name = _serialize.describe(func)
+        name = serialize.describe(func)
         options = self._options(task_timeout, retries)
         result._hold(self)
         # Submit as the chunks are pickled, so workers start on the first one while
@@ -421,7 +421,7 @@ class Pool:
         try:
             for index, (start, stop) in enumerate(bounds):
                 try:
-                    payload = _serialize.call_payload(fn_blob, mode, items[start:stop], {})
+                    payload = serialize.call_payload(fn_blob, mode, items[start:stop], {})
                 except Exception as exc:  # as the stdlib: that chunk fails, the rest runs
                     result._resolve(index, False, exc)
                 else:

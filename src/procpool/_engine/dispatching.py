@@ -10,12 +10,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from ._slot import Slot, Task
-from ._state import State
-from ._wire import HEADER, Kind
+from procpool._core.state import State
+from procpool._core.task import Task
+from procpool._engine.slot import Slot
+from procpool._worker.wire import HEADER, Kind
 
 if TYPE_CHECKING:
-    from ._worker import WorkerConfig
+    from procpool._worker.main import WorkerConfig
 
 # Queued work per worker: more than the 5 ms GIL switch interval, for which a busy
 # user thread can keep the scheduler from refilling (see the _engine docstring).

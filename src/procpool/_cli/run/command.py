@@ -1,7 +1,8 @@
 """The ``run``, ``results`` and ``status`` subcommands: arguments, checks, messages.
 
-The work itself is in ``_run`` (the loop), ``_rundb`` (the database), ``_runinput``
-(inputs), ``_runtarget`` (the function) and ``_runreport`` (results and status output).
+The work itself is in ``job`` (the loop), ``database``, ``input`` (inputs), ``target``
+(the function), ``report`` (results and status output), ``inbox`` (the main loop's
+wait) and ``progress`` (the status line).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import sys
 from typing import Any
 
 from procpool import cpu_count
-
-from ._cli import CommandError
-from ._run import Runner, RunOptions, progress_mode
-from ._rundb import DEFAULT_DB, Claim, DbError, RunDB, RunInfo
-from ._runinput import InputError, Source
-from ._runtarget import TargetError, TargetSpec, fingerprint, load_function, parse_target
+from procpool._cli import CommandError
+from procpool._cli.run.database import DEFAULT_DB, Claim, DbError, RunDB, RunInfo
+from procpool._cli.run.input import InputError, Source
+from procpool._cli.run.job import Runner, RunOptions, progress_mode
+from procpool._cli.run.target import (
+    TargetError,
+    TargetSpec,
+    fingerprint,
+    load_function,
+    parse_target,
+)
 
 _RUN_EPILOG = """\
 inputs:
@@ -253,7 +259,7 @@ def _report_end(runner: Runner, how: str) -> int:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from ._runreport import write_results
+    from procpool._cli.run.report import write_results
 
     db = _open_db_for_reading(args.db)
     try:
@@ -266,7 +272,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from ._runreport import status_lines
+    from procpool._cli.run.report import status_lines
 
     db = _open_db_for_reading(args.db)
     try:

@@ -55,21 +55,16 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import _serialize
-from ._callbacks import CallbackRunner
-from ._errors import PoolBrokenError, fresh_copy
-from ._lending import Lending
-from ._slot import (
-    TID_STEP,
-    Slot,
-    Task,
-    Zygote,
-    _parent_fds,
-    close_parent_fd,
-    parent_pipe,
-)
-from ._state import State
-from ._worker import WorkerConfig
+from procpool._core.callbacks import CallbackRunner
+from procpool._core.errors import PoolBrokenError, fresh_copy
+from procpool._core.state import State
+from procpool._core.task import TID_STEP, Task
+from procpool._engine.lending import Lending
+from procpool._engine.pipes import _parent_fds, close_parent_fd, parent_pipe
+from procpool._engine.slot import Slot
+from procpool._engine.zygote import Zygote
+from procpool._worker import serialize
+from procpool._worker.main import WorkerConfig
 
 log = logging.getLogger("procpool")
 
@@ -109,7 +104,7 @@ class Engine(Lending):
         # the Process as they are, so locks and events can be shared by inheritance.
         init_blob = None
         if initializer is not None:
-            init_blob = _serialize.dumps(initializer)
+            init_blob = serialize.dumps(initializer)
         # Workers watch the read end of this pipe; only this process holds the write
         # end, so its death (even by SIGKILL) is an EOF in every worker.
         alive_r, self._alive_w = os.pipe()
@@ -156,7 +151,7 @@ class Engine(Lending):
         self._last_init_error: str | None = None
         # Start the first workers from the caller's thread, before the scheduler thread
         # exists: a fork taken while another thread holds a lock (an import lock, say)
-        # gives a child that deadlocks on it (see also _serialize.import_lock).
+        # gives a child that deadlocks on it (see also serialize.import_lock).
         self._zygote: Zygote | None = None
         # Replacements are started by the scheduler thread. Under fork, a fork of this
         # process would copy the locks the other threads hold; they come from a

@@ -12,14 +12,14 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from . import _serialize
-from ._errors import CancelledError, GetTimeoutError, for_pool
-from ._slot import Task
-from ._state import State
-from ._worker import MAP
+from procpool._core.errors import CancelledError, GetTimeoutError, for_pool
+from procpool._core.state import State
+from procpool._core.task import Task
+from procpool._worker import serialize
+from procpool._worker.main import MAP
 
 if TYPE_CHECKING:
-    from ._engine import Engine
+    from procpool._engine.engine import Engine
 
 T = TypeVar("T")
 
@@ -370,14 +370,14 @@ def task_makers(func: Callable[[Any], Any], options: tuple[float | None, int]) -
 ]:
     """How an imap of ``func`` makes the task of a chunk, and the batch of several
     one-item chunks (None when they carry large buffers: those go one call each)."""
-    fn_blob, name = _serialize.function_info(func)
+    fn_blob, name = serialize.function_info(func)
 
     def make_task(chunk: list[Any], index: int, start: int, sink: IMapIterator[Any]) -> Task:
         label = f"{name} on items {start}..{start + len(chunk) - 1}"
-        return Task(_serialize.call_payload(fn_blob, MAP, chunk, {}), sink, index, label, options)
+        return Task(serialize.call_payload(fn_blob, MAP, chunk, {}), sink, index, label, options)
 
     def remake(items: list[Any]) -> bytes:
-        return _serialize.call_payload(fn_blob, MAP, items, {})
+        return serialize.call_payload(fn_blob, MAP, items, {})
 
     def make_batch(items: list[Any], index: int, sink: IMapIterator[Any]) -> Task | None:
         payload = remake(items)

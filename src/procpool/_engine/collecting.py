@@ -12,11 +12,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import _serialize, _shm
-from ._errors import UNSENT_RESULT, RemoteError, RemoteTraceback, SerializationError
-from ._faults import FaultHandling
-from ._slot import DISCARD, TID_STEP, Sink, Slot, Task
-from ._wire import CUT, ErrorReport, FrameReader, Kind, Payload
+from procpool._core.errors import UNSENT_RESULT, RemoteError, RemoteTraceback, SerializationError
+from procpool._core.task import DISCARD, TID_STEP, Sink, Task
+from procpool._engine.faults import FaultHandling
+from procpool._engine.slot import Slot
+from procpool._worker import serialize, shm
+from procpool._worker.wire import CUT, ErrorReport, FrameReader, Kind, Payload
 
 if TYPE_CHECKING:
     import itertools
@@ -45,7 +46,7 @@ class Collecting(FaultHandling):
             return None
         outstanding = slot.outstanding
         now = time.monotonic()  # (every frame of one read arrived at once)
-        loads = _serialize.loads
+        loads = serialize.loads
         for kind, tid, payload in reader.frames():
             task = outstanding[0] if outstanding else None
             if kind != _RESULT or task is None or task.tid != tid or task.items is not None:
@@ -147,7 +148,7 @@ class Collecting(FaultHandling):
         elif kind == Kind.RETIRE:
             slot.retiring = True
         elif kind == Kind.INIT_FAILED:
-            report: ErrorReport = _serialize.loads(payload)
+            report: ErrorReport = serialize.loads(payload)
             slot.init_error = report.traceback
 
     def _on_cut(self, slot: Slot, tid: int, payload: Payload) -> None:
@@ -219,19 +220,19 @@ class Collecting(FaultHandling):
         self._resolve(task, *_outcome(ok, payload))
 
     def _finish_oob(self, slot: Slot, task: Task | None, payload: Payload) -> None:
-        count, data = _shm.unpack_count(payload)
+        count, data = shm.unpack_count(payload)
         try:
-            fds = _shm.receive(slot.fd_sock, count, block=False)
+            fds = shm.receive(slot.fd_sock, count, block=False)
         except OSError as exc:
             if task is not None and not task.abandoned:
                 error = SerializationError("unpickle result", f"shared memory lost: {exc}")
                 self._resolve(task, False, error)
             return
         if task is None or task.abandoned:
-            _shm.close_all(fds)
+            shm.close_all(fds)
             return
         try:
-            value = _shm.loads(data, fds)
+            value = shm.loads(data, fds)
         except BaseException as exc:
             detail = f"{type(exc).__name__}: {exc}"
             self._resolve(task, False, SerializationError("unpickle result", detail))
@@ -261,7 +262,7 @@ def _outcome(ok: bool, payload: Payload) -> tuple[bool, Any]:
     if not ok:
         return False, _rebuild_error(payload)
     try:
-        return True, _serialize.loads(payload)
+        return True, serialize.loads(payload)
     except BaseException as exc:
         return False, _unpickle_error(exc)
 
@@ -272,11 +273,11 @@ def _unpickle_error(exc: BaseException) -> SerializationError:
 
 def _rebuild_error(payload: Payload) -> BaseException:
     """Turn a worker's ErrorReport back into an exception, with its traceback as cause."""
-    report: ErrorReport = _serialize.loads(payload)
+    report: ErrorReport = serialize.loads(payload)
     exc: BaseException | None = None
     if report.exc is not None:
         try:
-            exc = _serialize.loads(report.exc)
+            exc = serialize.loads(report.exc)
         except BaseException:
             exc = None
     if not isinstance(exc, BaseException):

@@ -34,13 +34,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
-from . import _serialize
-from ._engine import Engine
-from ._future import Future
-from ._pool import _check_positive, cpu_count, get_context
-from ._process_view import WorkerProcess
-from ._slot import Task
-from ._worker import APPLY, MAP, STARMAP
+from procpool._api.future import Future
+from procpool._api.pool import _check_positive, cpu_count, get_context
+from procpool._api.process_view import WorkerProcess
+from procpool._core.task import Task
+from procpool._engine.engine import Engine
+from procpool._worker import serialize
+from procpool._worker.main import APPLY, MAP, STARMAP
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -124,8 +124,8 @@ class Executor(concurrent.futures.Executor):
         """
         self._check_open()
         try:
-            fn_part, name = _serialize.function_info(fn)
-            payload = _serialize.call_payload(fn_part, APPLY, args, kwargs)
+            fn_part, name = serialize.function_info(fn)
+            payload = serialize.call_payload(fn_part, APPLY, args, kwargs)
         except Exception as exc:
             self._unpicklable += 1
             if self._on_demand:
@@ -234,22 +234,22 @@ class Executor(concurrent.futures.Executor):
     ) -> tuple[Callable[[Any], Future[Any]], Iterator[Any]]:
         """How map builds one call, and the calls' data: argument tuples or chunks."""
         self._check_open()
-        name = _serialize.describe(fn)
+        name = serialize.describe(fn)
         error: Exception | None = None
         try:
-            fn_blob = _serialize.dumps_function(fn)
+            fn_blob = serialize.dumps_function(fn)
         except Exception as exc:  # as submit: every call fails with the error
             fn_blob, error = b"", exc
         # The maker holds no reference to the executor (see _refill).
         new = functools.partial(_new_future, self._engine, self._live, self._options)
         if chunksize == 1:
-            call = functools.partial(_serialize.call_payload, fn_blob, APPLY, kwargs={})
+            call = functools.partial(serialize.call_payload, fn_blob, APPLY, kwargs={})
             make = functools.partial(_make, new, call, name, error)
             return make, zip(*iterables, strict=False)
         single = len(iterables) == 1
         items = iter(iterables[0]) if single else zip(*iterables, strict=False)
         mode = MAP if single else STARMAP
-        call = functools.partial(_serialize.call_payload, fn_blob, mode, kwargs={})
+        call = functools.partial(serialize.call_payload, fn_blob, mode, kwargs={})
         label = f"{name} on a chunk of {chunksize}"
         return functools.partial(_make, new, call, label, error), _batched(items, chunksize)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
-    from ._results import MapResult
+    from procpool._api.results import MapResult
 
 T = TypeVar("T")
 

@@ -43,11 +43,11 @@ from concurrent.futures._base import (
 )
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ._errors import for_executor
+from procpool._core.errors import for_executor
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._slot import Task
+    from procpool._core.task import Task
+    from procpool._engine.engine import Engine
 
 T = TypeVar("T")
 

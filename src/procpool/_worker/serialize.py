@@ -21,8 +21,8 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-from . import _shm
-from ._wire import ErrorReport
+from procpool._worker import shm
+from procpool._worker.wire import ErrorReport
 
 PROTOCOL = 5
 _MAIN_MARK = b"__main__"
@@ -85,7 +85,7 @@ def dumps(obj: object, fds: list[int] | None = None) -> bytes:
         if fds is None:
             data = pickle.dumps(obj, PROTOCOL)
         else:
-            data = pickle.dumps(obj, PROTOCOL, buffer_callback=_shm.collector(fds))
+            data = pickle.dumps(obj, PROTOCOL, buffer_callback=shm.collector(fds))
     except Exception as first:
         _drop(fds)
         return _dumps_fallback(obj, first)
@@ -96,13 +96,13 @@ def dumps(obj: object, fds: list[int] | None = None) -> bytes:
         except Exception:
             # By reference it still works wherever __main__ is importable (fork, scripts).
             return data
-    if fds is not None and len(data) >= _shm.THRESHOLD and not fds:
+    if fds is not None and len(data) >= shm.THRESHOLD and not fds:
         # A large pickle with nothing out of band: large bytes, perhaps.
-        wrapped = _shm.wrap_large_bytes(obj)
+        wrapped = shm.wrap_large_bytes(obj)
         if wrapped is obj:
             return data  # no: a long list, say
         try:
-            again = pickle.dumps(wrapped, PROTOCOL, buffer_callback=_shm.collector(fds))
+            again = pickle.dumps(wrapped, PROTOCOL, buffer_callback=shm.collector(fds))
         except Exception:
             _drop(fds)
             return data
@@ -112,7 +112,7 @@ def dumps(obj: object, fds: list[int] | None = None) -> bytes:
 
 def _drop(fds: list[int] | None) -> None:
     if fds:
-        _shm.close_all(fds)
+        shm.close_all(fds)
         fds.clear()
 
 
@@ -224,7 +224,7 @@ def call_payload(fn_part: bytes, mode: int, data: Any, kwargs: dict[str, Any]) -
         raise
     if not fds:
         return payload
-    return _shm.OOBPayload.holding(payload, fds)
+    return shm.OOBPayload.holding(payload, fds)
 
 
 def _culprit(mode: int, data: Any, kwargs: dict[str, Any]) -> str:
@@ -255,7 +255,7 @@ def call_args(
     """The unpickled ``(mode, data, kwargs)`` of a call whose function part ends at
     ``start``."""
     args = memoryview(payload)[start:]
-    return _shm.loads(args, fds) if fds else loads(args)
+    return shm.loads(args, fds) if fds else loads(args)
 
 
 def _describe(fn: object) -> str:

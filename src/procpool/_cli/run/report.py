@@ -10,8 +10,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
-from ._progress_line import duration, shorten
-from ._rundb import RESULT_COLUMNS, RunDB, run_is_alive
+from procpool._cli.run.database import RESULT_COLUMNS, RunDB, run_is_alive
+from procpool._cli.run.progress import duration, shorten
 
 _TABLE_INPUT = 28
 _TABLE_OUTCOME = 60

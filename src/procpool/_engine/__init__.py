@@ -1,0 +1,1 @@
+"""The local backend: the scheduler thread and its parts (see engine.py)."""
