@@ -105,7 +105,7 @@ _REPLACE_PROGRAM = textwrap.dedent(
             except procpool.WorkerLostError:
                 pass
             assert pool.map(abs, range(-5, 0)) == [5, 4, 3, 2, 1]
-            print(parent, pool._engine._zygote.pid, os.getpid(), flush=True)
+            print(parent, pool._engine._workers.zygote.pid, os.getpid(), flush=True)
         print("done", flush=True)
 
     if __name__ == "__main__":
@@ -168,7 +168,7 @@ def test_zygote_is_one_thread_and_ends_with_the_pool() -> None:
         first = pool.apply(os.getpid)  # retires: the zygote forks the next one
         second = pool.apply(os.getpid)
         assert second != first
-        zygote = pool._engine._zygote
+        zygote = pool._engine._workers.zygote
         assert zygote is not None and zygote.pid is not None
         with open(f"/proc/{zygote.pid}/status") as f:
             threads = [line for line in f if line.startswith("Threads:")]

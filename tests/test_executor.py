@@ -548,13 +548,13 @@ def _count_direct_calls(executor: procpool.Executor) -> list[bool]:
 def _skip_next_wake(executor: procpool.Executor, monkeypatch: pytest.MonkeyPatch) -> None:
     """Do not wake the scheduler for the next submit: that call then waits in the
     inbox until the thread that asks for its result takes it to a lent worker."""
-    engine = executor._engine
-    real_wake = engine._wake
+    inbox = executor._engine._inbox
+    real_wake = inbox.wake
 
     def skip_once() -> None:
-        engine._wake = real_wake  # type: ignore[method-assign]
+        inbox.wake = real_wake  # type: ignore[method-assign]
 
-    monkeypatch.setattr(engine, "_wake", skip_once)
+    monkeypatch.setattr(inbox, "wake", skip_once)
 
 
 def test_result_right_after_submit_runs_on_a_lent_worker(
@@ -567,7 +567,7 @@ def test_result_right_after_submit_runs_on_a_lent_worker(
     executor = make_pp(1)
     assert executor.submit(square, 2).result() == 4  # the worker is up
     seen = _count_direct_calls(executor)
-    monkeypatch.setattr(executor._engine, "_wake", lambda: None)
+    monkeypatch.setattr(executor._engine._inbox, "wake", lambda: None)
     assert [executor.submit(square, i).result() for i in range(20)] == [i * i for i in range(20)]
     with pytest.raises(CustomError, match="direct") as info:
         executor.submit(raise_custom, "direct").result()

@@ -442,11 +442,11 @@ def test_a_blocking_apply_watches_for_its_answer_only_while_that_pays(
     with procpool.Pool(1, context="fork") as pool:
         assert pool.apply(ff.slow_square, (2,)) == 4  # the worker is up
         monkeypatch.setattr(lending, "spin", fake_spin)
-        engine = pool._engine
-        engine._spin_credit, engine._direct_calls = lending._SPIN_CREDIT, 0
+        lender = pool._engine._lender
+        lender.spin_credit, lender.direct_calls = lending._SPIN_CREDIT, 0
         for i in range(48):
             assert pool.apply(ff.slow_square, (i,)) == i * i
-        direct = engine._direct_calls
+        direct = lender.direct_calls
     assert direct >= 40  # (nearly) every call went to the lent worker
     assert len(watches) == (direct if pays else 2 + direct // 16)
 

@@ -45,10 +45,7 @@ def _owned(pools: list[procpool.Pool]) -> tuple[set[int], set[threading.Thread]]
         if not engine.alive():
             continue
         pids.update(engine.worker_pids())
-        threads.add(engine._thread)
-        if engine.callbacks._thread is not None:
-            threads.add(engine.callbacks._thread)
-        threads.update(engine._feeder_threads)
+        threads.update(engine.threads())
     return pids, threads
 
 

@@ -281,19 +281,14 @@ class Executor(concurrent.futures.Executor):
         time a call comes in while every worker has one, up to ``max_workers``.
 
         Started here, in the submitting thread, as the stdlib's are: ``_processes``
-        lists the worker once ``submit`` returns. (Under the engine's table lock, the
-        lock a lent call takes; TODO(engine): an Engine method for this.) A call
-        that could not be pickled counts as one that took a worker, as in the
+        lists the worker once ``submit`` returns (see Engine.grow). A call that could
+        not be pickled counts as one that took a worker, as in the
         stdlib, whose workers' count only a returned result lowers.
         """
         engine = self._engine
         if engine.processes < min(self._max_workers, len(self._live) + self._unpicklable):
-            with self._lock, engine._table_lock:  # never lowered by a racing submit
-                wanted = min(self._max_workers, len(self._live) + self._unpicklable)
-                if engine.processes < wanted:
-                    engine.processes = wanted
-                    engine._replenish()
-            engine._wake()
+            with self._lock:
+                engine.grow(min(self._max_workers, len(self._live) + self._unpicklable))
 
     def _cancel_pending(self, spare: bool = True) -> None:
         """Cancel the calls no worker has been handed yet (shutdown's cancel_futures).

@@ -376,7 +376,7 @@ class Pool:
 
     def _require_running(self) -> None:
         if self._engine.state is not State.RUNNING:
-            raise self._engine._not_running_error()
+            raise self._engine.not_running_error()
 
     def _options(self, task_timeout: float | None, retries: int | None) -> tuple[float | None, int]:
         if task_timeout is None and retries is None:
@@ -452,8 +452,7 @@ class Pool:
         window = max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER)
         # A worker recycled after N tasks or at a memory mark must count and check
         # each item as a task: no batches then.
-        cfg = self._engine._config
-        batches = make_batch if cfg.max_tasks is None and cfg.max_memory is None else None
+        batches = None if self._engine.recycles else make_batch
         it: IMapIterator[T] = IMapIterator(
             self._engine, make_task, iter(iterable), size, ordered, window, self._processes,
             batches,

@@ -3,26 +3,29 @@
 When a caller blocks in ``Pool.apply``, nothing is queued and a worker is idle, the
 scheduler *lends* that worker to the calling thread, which writes the call and reads
 the answer itself: no thread hand-off on the round trip. See docs/architecture.md.
+
+Owner: :class:`Lender` owns which worker was lent last (a blocking apply in a loop
+gets the same one) and the watch-or-sleep credit of borrowing callers. A lent slot is
+marked ``lent``; everything else stays the scheduler's parts', reached under the
+engine's table lock.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
 
 from procpool._core.state import State
 from procpool._core.task import Task
-from procpool._engine.collecting import Collecting
+from procpool._engine.answers import Answers
+from procpool._engine.dispatch import Dispatcher, Pace
+from procpool._engine.inbox import Inbox
 from procpool._engine.slot import Slot
+from procpool._engine.watcher import Watcher
+from procpool._engine.workers import WorkerTable
 from procpool._worker.main import spin
 from procpool._worker.wire import Kind
-
-if TYPE_CHECKING:
-    import itertools
-    import threading
-    from collections import deque
-    from collections.abc import Callable
-
 
 # A call lent to an idle worker must fit the pipe in one write.
 _DIRECT_MAX = 1 << 16
@@ -35,24 +38,34 @@ _PROBE_EVERY = 16
 _PROBE = 1e-3
 
 
-class Lending(Collecting):
-    """Engine.call_direct and its helpers."""
+class Lender:
+    """Lends an idle worker to a caller blocked on one call (``call_direct``)."""
 
-    # Whether watching the direct pipe pays (see _wait_direct); how many direct calls
-    # there were. (Written by borrowing threads without a lock: a lost update only
-    # shifts a decision by one call.)
-    _spin_credit = _SPIN_CREDIT
-    _direct_calls = 0
-
-    if TYPE_CHECKING:  # provided by Engine
-        _table_lock: threading.Lock
-        _tids: itertools.count[int]
-        _last_lent: Slot | None
-        _inbox: deque[Task]
-
-        def _wake(self) -> None: ...
-        def _on_death(self, slot: Slot) -> None: ...
-        def _watch(self, fd: int, handler: Callable[[Any], None], slot: Slot | None) -> None: ...
+    def __init__(
+        self,
+        table_lock: threading.Lock,
+        inbox: Inbox,
+        workers: WorkerTable,
+        dispatcher: Dispatcher,
+        answers: Answers,
+        watcher: Watcher,
+        pace: Pace,
+        on_death: Callable[[Slot], None],
+    ) -> None:
+        self._table_lock = table_lock
+        self._inbox = inbox
+        self._workers = workers
+        self._dispatcher = dispatcher
+        self._answers = answers
+        self._watcher = watcher
+        self._pace = pace
+        self._on_death = on_death
+        self._last_lent: Slot | None = None
+        # Whether watching the direct pipe pays (see _wait_direct); how many direct
+        # calls there were. (Written by borrowing threads without a lock: a lost
+        # update only shifts a decision by one call.)
+        self.spin_credit = _SPIN_CREDIT
+        self.direct_calls = 0
 
     def call_direct(self, task: Task, queued: bool = False) -> bool:
         """Run one call on an idle worker from the caller's thread (a blocking apply).
@@ -87,20 +100,20 @@ class Lending(Collecting):
             # (The scheduler takes from the inbox only under the table lock, and other
             # threads only append to it: a task found alone at its head stays there.)
             inbox = self._inbox
-            alone = len(inbox) == 1 and inbox[0] is task if queued else not inbox
-            if self.state is not State.RUNNING or self._pending or not alone:
+            alone = inbox.holds_only(task if queued else None)
+            if inbox.state is not State.RUNNING or self._dispatcher or not alone:
                 return None
             slot = self._last_lent
-            if slot is None or not slot.lendable() or slot.pid not in self._slots:
-                slot = next((s for s in self._slots.values() if s.lendable()), None)
+            if slot is None or not slot.lendable() or not self._workers.holds(slot):
+                slot = self._workers.lendable()
                 if slot is None:
                     return None
                 self._last_lent = slot
             if queued:
-                inbox.popleft()
-            task.tid = next(self._tids)
+                inbox.take_only()
+            task.tid = inbox.next_tid()
             slot.lent = True
-            self._assign(slot, task, time.monotonic(), Kind.CALL_WAITED)
+            slot.assign(task, time.monotonic(), Kind.CALL_WAITED)
             slot.flush()
         finally:
             self._table_lock.release()
@@ -119,36 +132,36 @@ class Lending(Collecting):
         # longer: long enough to see an answer from a worker that had to be woken
         # too (a worker stops watching its own pipe once the caller is slow to come
         # back, so both sides must watch in the same round to get out of that).
-        self._direct_calls += 1
-        credit = self._spin_credit
-        service = self._service_time
+        self.direct_calls += 1
+        credit = self.spin_credit
+        service = self._pace.service_time
         watch = 0.0
-        if credit <= 0 and self._direct_calls % _PROBE_EVERY == 0:
+        if credit <= 0 and self.direct_calls % _PROBE_EVERY == 0:
             watch = _PROBE
         elif credit > 0 or (service is not None and service < _SPIN):
             watch = _SPIN
         if watch:
             if spin(poller, time.perf_counter() + watch):
-                self._spin_credit = min(_SPIN_CREDIT, max(credit, 0) + 1)
+                self.spin_credit = min(_SPIN_CREDIT, max(credit, 0) + 1)
             else:
-                self._spin_credit = credit - 2
+                self.spin_credit = credit - 2
         while task.worker is slot:
             if not any(fd == direct_fd for fd, _ in poller.poll()):
                 return  # the worker died: the scheduler will say so
             with self._table_lock:
-                more = self._pump(slot, slot.direct_reader)
+                more = self._answers.pump(slot, slot.direct_reader)
             if more is False:
                 return  # end of file: the worker is gone
 
     def _give_back(self, slot: Slot) -> None:
         with self._table_lock:
             slot.lent = False
-            # The scheduler stops watching a lent worker that dies (see _on_death) and
-            # leaves it to the borrower, who sees the death too and ends up here.
-            died = slot.pid in self._slots and slot.sentinel not in self._fds
+            # The scheduler stops watching a lent worker that dies (see Faults.on_death)
+            # and leaves it to the borrower, who sees the death too and ends up here.
+            died = self._workers.holds(slot) and not self._watcher.watching(slot.sentinel)
             if died:
-                self._watch(slot.sentinel, self._on_death, slot)
+                self._watcher.watch(slot.sentinel, self._on_death, slot)
             # It needs waking only if there is work for this worker or a state to act on.
-            needed = died or bool(self._pending) or self.state is not State.RUNNING
+            needed = died or bool(self._dispatcher) or self._inbox.state is not State.RUNNING
         if needed:
-            self._wake()
+            self._inbox.wake()

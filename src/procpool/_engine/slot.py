@@ -21,7 +21,9 @@ from procpool._engine.pipes import _parent_fds, close_parent_fd, widen
 from procpool._engine.zygote import REAP_WAIT, Zygote, fork_zygote_then_work
 from procpool._worker import main as worker
 from procpool._worker import serialize, shm
-from procpool._worker.wire import FrameReader, Kind, frame
+from procpool._worker.wire import HEADER, FrameReader, Kind, frame
+
+_pack_header = HEADER.pack
 
 
 class Slot:
@@ -124,6 +126,20 @@ class Slot:
     def lendable(self) -> bool:
         """Idle and healthy: may be lent to a caller for one direct call."""
         return self.usable() and not self.outstanding and not self.outbox and self.unsent is None
+
+    def assign(self, task: Task, now: float, kind: int = Kind.CALL) -> None:
+        """Queue a call for this worker, to run after the calls it holds."""
+        if not self.outstanding:
+            self.head_started = now
+        task.worker = self
+        task.attempts += 1
+        self.sent += 1
+        self.outstanding.append(task)
+        if task.fds or task.items is not None:
+            self.queue_call(task, kind)
+        else:  # (queue_call's common case, inline: this runs once per task)
+            payload = task.payload
+            self.outbox.append(_pack_header(len(payload), kind, task.tid) + payload)
 
     def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
         self.outbox.append(frame(kind, tid, payload))

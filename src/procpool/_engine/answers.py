@@ -1,40 +1,49 @@
-"""Reading workers' answers and resolving tasks (part of the scheduler).
+"""Reading workers' answers and resolving their tasks.
+
+Owner: :class:`Answers` owns no table of its own; it owns the reading of each
+worker's result pipe (the slot's FrameReader) and what a frame does: a result or an
+error resolves the task at the head of the slot's calls and moves the head on; a
+cancelled call or a cut batch goes back to the dispatcher's queue; READY and a start
+failure go to the worker table. Each answered call's service time goes to the Pace.
 
 Runs on the scheduler thread, or on the thread of a caller that borrowed a worker
-(Engine.call_direct) under the table lock, as a part of :class:`procpool._engine.Engine`.
-A worker answers each call at once, in order, so the oldest unanswered call of a slot
-(its head) is the one running; a batch (Task.items) answers item by item.
+(see lending) under the table lock. A worker answers each call at once, in order, so
+the oldest unanswered call of a slot (its *head*) is the one running; a batch
+(``Task.items``) answers item by item, as ``tid + offset``.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any
 
-from procpool._core.errors import UNSENT_RESULT, RemoteError, RemoteTraceback, SerializationError
-from procpool._core.task import DISCARD, TID_STEP, Sink, Task
-from procpool._engine.faults import FaultHandling
+from procpool._core.errors import SerializationError
+from procpool._core.task import DISCARD, TID_STEP, Task
+from procpool._engine.dispatch import Dispatcher, Pace
+from procpool._engine.outcome import decode, deliver, resolve, unpickle_error
 from procpool._engine.slot import Slot
+from procpool._engine.watcher import Watcher
+from procpool._engine.workers import WorkerTable
 from procpool._worker import serialize, shm
 from procpool._worker.wire import CUT, ErrorReport, FrameReader, Kind, Payload
-
-if TYPE_CHECKING:
-    import itertools
 
 log = logging.getLogger("procpool")
 
 _RESULT = int(Kind.RESULT)
 
 
-class Collecting(FaultHandling):
+class Answers:
     """What the scheduler does with the frames a worker sends back."""
 
-    if TYPE_CHECKING:  # provided by Engine
-        _tids: itertools.count[int]
-        _fds: dict[int, Any]
+    def __init__(
+        self, workers: WorkerTable, dispatcher: Dispatcher, watcher: Watcher, pace: Pace
+    ) -> None:
+        self._workers = workers
+        self._dispatcher = dispatcher
+        self._watcher = watcher
+        self._pace = pace
 
-    def _pump(self, slot: Slot, reader: FrameReader | None = None) -> bool | None:
+    def pump(self, slot: Slot, reader: FrameReader | None = None) -> bool | None:
         """Read once from a worker's result pipe (or its direct pipe) and handle the
         frames that came. False at end of file, None when there was nothing to read.
         """
@@ -47,19 +56,16 @@ class Collecting(FaultHandling):
         outstanding = slot.outstanding
         now = time.monotonic()  # (every frame of one read arrived at once)
         loads = serialize.loads
+        note_service_time = self._pace.note
         for kind, tid, payload in reader.frames():
             task = outstanding[0] if outstanding else None
             if kind != _RESULT or task is None or task.tid != tid or task.items is not None:
                 self._on_frame(slot, kind, tid, payload)
                 continue
             # The common case, inline (it runs once per task): the running call's
-            # result. The same steps as _take, _finish and _resolve.
+            # result. The same steps as _take, _finish and outcome.resolve.
             outstanding.popleft()
-            service = self._service_time  # as _note_service_time, inline
-            seconds = now - slot.head_started
-            self._service_time = (
-                seconds if service is None else service + 0.2 * (seconds - service)
-            )
+            note_service_time(now - slot.head_started)
             slot.head_started = now
             slot.stealing = False
             task.worker = None
@@ -70,15 +76,35 @@ class Collecting(FaultHandling):
             try:
                 value = loads(payload)
             except BaseException as exc:
-                self._resolve(task, False, _unpickle_error(exc))
+                resolve(task, False, unpickle_error(exc))
                 continue
-            sink, task.sink = task.sink, DISCARD  # (as _resolve and _deliver)
+            sink, task.sink = task.sink, DISCARD  # (as resolve and deliver)
             task.payload = b""
             try:
                 sink._resolve(task.index, True, value)
             except BaseException:
                 log.exception("procpool: resolving a task failed")
         return more
+
+    def on_readable(self, slot: Slot) -> None:
+        """The watcher's handler for a worker's result pipe."""
+        if self.pump(slot) is False:
+            self._watcher.unwatch(slot.result_fd)  # EOF; the sentinel reports the death
+
+    def drain(self, slot: Slot) -> None:
+        """Handle everything a dead worker sent before it died."""
+        while self._watcher.watching(slot.result_fd):
+            try:
+                if not self.pump(slot):
+                    break
+            except OSError:
+                break
+        while True:  # the answer to a lent call, when its borrower did not read it
+            try:
+                if not self.pump(slot, slot.direct_reader):
+                    break
+            except OSError:
+                break
 
     def _on_item(self, slot: Slot, batch: Task, kind: int, payload: Payload) -> None:
         """The answer for the running item of a batch (see Task)."""
@@ -97,25 +123,7 @@ class Collecting(FaultHandling):
             item.abandoned = batch.abandoned
             self._finish_oob(slot, item, payload)
         elif not batch.abandoned:
-            _deliver(sink, batch.index + offset, *_outcome(kind == Kind.RESULT, payload))
-
-    def _on_readable(self, slot: Slot) -> None:
-        if self._pump(slot) is False:
-            self._unwatch(slot.result_fd)  # EOF; the sentinel reports the death
-
-    def _drain(self, slot: Slot) -> None:
-        while slot.result_fd in self._fds:
-            try:
-                if not self._pump(slot):
-                    break
-            except OSError:
-                break
-        while True:  # the answer to a lent call, when its borrower did not read it
-            try:
-                if not self._pump(slot, slot.direct_reader):
-                    break
-            except OSError:
-                break
+            deliver(sink, batch.index + offset, *decode(kind == Kind.RESULT, payload))
 
     def _on_frame(self, slot: Slot, kind: int, tid: int, payload: Payload) -> None:
         if kind == Kind.RESULT or kind == Kind.ERROR or kind == Kind.RESULT_OOB:
@@ -126,15 +134,17 @@ class Collecting(FaultHandling):
         if kind == Kind.RESULT or kind == Kind.ERROR:
             task = self._take(slot, tid)
             if task is not None:
-                self._finish(task, kind == Kind.RESULT, payload)
+                if task.abandoned:
+                    task.release()
+                else:
+                    resolve(task, *decode(kind == Kind.RESULT, payload))
         elif kind == Kind.RESULT_OOB:
-            task = self._take(slot, tid)
-            self._finish_oob(slot, task, payload)
+            self._finish_oob(slot, self._take(slot, tid), payload)
         elif kind == Kind.CANCELLED:
             task = self._take(slot, tid)
             if task is not None and not task.abandoned:
                 task.attempts -= 1  # stolen before it started: it never ran
-                self._pending.appendleft(task)
+                self._dispatcher.push_front(task)
             if len(slot.outstanding) <= 1:
                 slot.stealing = False
         elif kind == Kind.CUT:
@@ -143,8 +153,7 @@ class Collecting(FaultHandling):
             if slot.outstanding and slot.outstanding[0].tid == tid:
                 slot.outstanding[0].unpacked = True
         elif kind == Kind.READY:
-            slot.ready = True
-            self._start_failures = self._start_kills = 0
+            self._workers.note_ready(slot)
         elif kind == Kind.RETIRE:
             slot.retiring = True
         elif kind == Kind.INIT_FAILED:
@@ -152,7 +161,7 @@ class Collecting(FaultHandling):
             slot.init_error = report.traceback
 
     def _on_cut(self, slot: Slot, tid: int, payload: Payload) -> None:
-        """A worker stopped a batch early (asked by _steal, or it could not unpickle
+        """A worker stopped a batch early (asked by a steal, or it could not unpickle
         it): the items it did not run go back to the front of the queue."""
         offset, split = CUT.unpack(payload)
         outstanding = slot.outstanding
@@ -164,11 +173,12 @@ class Collecting(FaultHandling):
             return
         # The batch now ends before ``offset`` (the item running, if any, stays).
         parts: list[Task] = []
+        part = self._dispatcher.part
         if not batch.abandoned and offset < len(items):
             if split:  # one by one, so that only the item that cannot travel fails
-                parts = [self._part(batch, i, i + 1) for i in range(offset, len(items))]
+                parts = [part(batch, i, i + 1) for i in range(offset, len(items))]
             else:
-                parts = [self._part(batch, offset)]
+                parts = [part(batch, offset)]
         batch.items = items[:offset]
         if batch.answered >= offset:
             outstanding.popleft()
@@ -177,15 +187,8 @@ class Collecting(FaultHandling):
             slot.head_started = time.monotonic()
         if len(outstanding) <= 1:
             slot.stealing = False
-        for part in reversed(parts):
-            self._pending.appendleft(part)
-
-    def _part(self, batch: Task, start: int, stop: int | None = None) -> Task:
-        """A new task for some of a batch's items, with a task id of its own."""
-        part = batch.part(start, stop)
-        part.tid = next(self._tids)
-        part.abandoned = batch.abandoned
-        return part
+        for each in reversed(parts):
+            self._dispatcher.push_front(each)
 
     def _take(self, slot: Slot, tid: int) -> Task | None:
         """Remove a task from the slot's outstanding calls, noting who runs next."""
@@ -208,16 +211,8 @@ class Collecting(FaultHandling):
     def _next_head(self, slot: Slot) -> None:
         """The head call answered: note its service time; the next one starts now."""
         now = time.monotonic()
-        self._note_service_time(now - slot.head_started)
+        self._pace.note(now - slot.head_started)
         slot.head_started = now
-
-    # -- results
-
-    def _finish(self, task: Task, ok: bool, payload: Payload) -> None:
-        if task.abandoned:
-            task.release()
-            return
-        self._resolve(task, *_outcome(ok, payload))
 
     def _finish_oob(self, slot: Slot, task: Task | None, payload: Payload) -> None:
         count, data = shm.unpack_count(payload)
@@ -226,7 +221,7 @@ class Collecting(FaultHandling):
         except OSError as exc:
             if task is not None and not task.abandoned:
                 error = SerializationError("unpickle result", f"shared memory lost: {exc}")
-                self._resolve(task, False, error)
+                resolve(task, False, error)
             return
         if task is None or task.abandoned:
             shm.close_all(fds)
@@ -235,54 +230,6 @@ class Collecting(FaultHandling):
             value = shm.loads(data, fds)
         except BaseException as exc:
             detail = f"{type(exc).__name__}: {exc}"
-            self._resolve(task, False, SerializationError("unpickle result", detail))
+            resolve(task, False, SerializationError("unpickle result", detail))
             return
-        self._resolve(task, True, value)
-
-    def _resolve(self, task: Task, ok: bool, value: Any) -> None:
-        task.release()
-        sink, task.sink = task.sink, DISCARD  # break the handle <-> task cycle
-        task.payload = b""  # (an apply_async handle is its task: do not keep the call)
-        if task.items is None:
-            _deliver(sink, task.index, ok, value)
-        else:  # a whole batch fails (terminate, a broken pool): every item left
-            for offset in range(task.answered, len(task.items)):
-                _deliver(sink, task.index + offset, ok, value)
-
-
-def _deliver(sink: Sink, index: int, ok: bool, value: Any) -> None:
-    try:
-        sink._resolve(index, ok, value)
-    except BaseException:
-        log.exception("procpool: resolving a task failed")
-
-
-def _outcome(ok: bool, payload: Payload) -> tuple[bool, Any]:
-    """A RESULT (``ok``) or ERROR payload, decoded: (ok, value or exception)."""
-    if not ok:
-        return False, _rebuild_error(payload)
-    try:
-        return True, serialize.loads(payload)
-    except BaseException as exc:
-        return False, _unpickle_error(exc)
-
-
-def _unpickle_error(exc: BaseException) -> SerializationError:
-    return SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
-
-
-def _rebuild_error(payload: Payload) -> BaseException:
-    """Turn a worker's ErrorReport back into an exception, with its traceback as cause."""
-    report: ErrorReport = serialize.loads(payload)
-    exc: BaseException | None = None
-    if report.exc is not None:
-        try:
-            exc = serialize.loads(report.exc)
-        except BaseException:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(report.type_name, report.message)
-    exc.__cause__ = RemoteTraceback(report.traceback)
-    if report.unsent is not None:
-        setattr(exc, UNSENT_RESULT, report.unsent)  # (a Pool makes it a MaybeEncodingError)
-    return exc
+        resolve(task, True, value)
