@@ -5,7 +5,7 @@
     user thread                        scheduler thread                 callback thread
     ───────────                        ────────────────                 ───────────────
     submit(fn, *args)
-      pickle the call ─▶ Task(sink = Future) ─▶ Engine.submit
+      pickle the call ─▶ Task(sink = Future) ─▶ Backend.submit
                                        resolve: Future._resolve
                                          result or exception, waiters ──▶ done callbacks
     result() / wait() / as_completed()  ◀── wake at once (waiters)
@@ -14,7 +14,7 @@
 task's sink (``_future.Future``): the scheduler completes it in place, and posts its
 done callbacks to the callback thread. Its ``cancel()`` stops a running call too.
 
-**Shutdown.** ``shutdown`` maps onto ``Engine.close`` (and ``join`` when waiting);
+**Shutdown.** ``shutdown`` maps onto ``Backend.close`` (and ``join`` when waiting);
 ``wait=False`` leaves one thread that joins the engine once the work is done, then
 ends. ``terminate_workers``/``kill_workers`` cancel what has not started, fail what
 runs and stop every worker at once.
@@ -37,6 +37,7 @@ from typing import Any, ParamSpec, TypeVar
 from procpool._api.future import Future
 from procpool._api.pool import _check_positive, cpu_count, get_context
 from procpool._api.process_view import WorkerProcess
+from procpool._core.backend import Backend
 from procpool._core.task import Task
 from procpool._engine.engine import Engine
 from procpool._worker import serialize
@@ -98,7 +99,7 @@ class Executor(concurrent.futures.Executor):
         # unsafe); otherwise they start as calls come in (see _grow).
         self._on_demand = self._mp_context.get_start_method() != "fork"
         self._unpicklable = 0  # calls submit failed to pickle (see _grow)
-        self._engine = Engine(
+        self._engine: Backend = Engine(
             self._mp_context,
             0 if self._on_demand else max_workers,
             initializer,
@@ -281,7 +282,7 @@ class Executor(concurrent.futures.Executor):
         time a call comes in while every worker has one, up to ``max_workers``.
 
         Started here, in the submitting thread, as the stdlib's are: ``_processes``
-        lists the worker once ``submit`` returns (see Engine.grow). A call that could
+        lists the worker once ``submit`` returns (see Backend.grow). A call that could
         not be pickled counts as one that took a worker, as in the
         stdlib, whose workers' count only a returned result lowers.
         """
@@ -363,7 +364,7 @@ def _failed(error: BaseException) -> Future[Any]:
 
 
 def _new_future(
-    engine: Engine,
+    engine: Backend,
     live: set[Future[Any]],
     options: tuple[float | None, int],
     payload: bytes,
@@ -446,7 +447,7 @@ def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
 class _Processes(Mapping[int, WorkerProcess]):
     """``Executor._processes``: a read-only, live ``{pid: WorkerProcess}``."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Backend) -> None:
         self._engine = engine
 
     def _table(self) -> dict[int, WorkerProcess]:
@@ -501,7 +502,7 @@ class _FinishAtExit:
 _finish_at_exit = _FinishAtExit()
 
 
-def _release(engine: Engine) -> None:
+def _release(engine: Backend) -> None:
     """Finalizer of an Executor dropped without ``shutdown()``: finish, then end."""
     if os.getpid() != engine.owner_pid:
         return  # a forked worker collecting its copy of the executor

@@ -16,7 +16,7 @@ functions of ``concurrent.futures`` see nothing unusual. Two things differ:
 
 **``result()`` right after ``submit``** (no timeout, no worker holds the call yet) has
 the engine lend this thread an idle worker, as a blocking ``Pool.apply`` does
-(``Engine.call_direct``): the waiting thread sends the call and reads the answer
+(``Backend.call_direct``): the waiting thread sends the call and reads the answer
 itself, and the future completes the usual way.
 
 **The condition is made on first use.** Most futures finish before anyone waits on
@@ -46,8 +46,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from procpool._core.errors import for_executor
 
 if TYPE_CHECKING:
+    from procpool._core.backend import Backend
     from procpool._core.task import Task
-    from procpool._engine.engine import Engine
 
 T = TypeVar("T")
 
@@ -64,7 +64,7 @@ class Future(concurrent.futures.Future[T]):
     """A ``concurrent.futures.Future`` whose ``cancel()`` also stops a running call."""
 
     def __init__(
-        self, engine: Engine | None = None, live: set[Future[Any]] | None = None
+        self, engine: Backend | None = None, live: set[Future[Any]] | None = None
     ) -> None:
         # The base's attributes, but not its __init__, which makes a Condition at once.
         self._cond: threading.Condition | None = None

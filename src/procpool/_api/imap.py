@@ -19,7 +19,7 @@ from procpool._worker import serialize
 from procpool._worker.main import MAP
 
 if TYPE_CHECKING:
-    from procpool._engine.engine import Engine
+    from procpool._core.backend import Backend
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class IMapIterator(Generic[T]):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Backend,
         make_task: Callable[[list[Any], int, int, IMapIterator[T]], Task],
         source: Iterator[Any],
         chunksize: int | None,

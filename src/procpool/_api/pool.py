@@ -15,6 +15,7 @@ from procpool._api.imap import IMapIterator, task_makers
 from procpool._api.process_view import WorkerProcess
 from procpool._api.progress import ProgressOption, progress_bar, track_map
 from procpool._api.results import AsyncResult, MapResult
+from procpool._core.backend import Backend
 from procpool._core.state import State
 from procpool._core.task import Task
 from procpool._engine.engine import Engine
@@ -98,7 +99,7 @@ class Pool:
         self._task_timeout = task_timeout
         self._retries = retries
         self._default_options = (task_timeout, retries)
-        self._engine = Engine(
+        self._engine: Backend = Engine(
             get_context(context),
             processes,
             initializer,
@@ -469,7 +470,7 @@ class _Unpicklable(Exception):
         self.result = result
 
 
-def _shutdown(engine: Engine) -> None:
+def _shutdown(engine: Backend) -> None:
     """Finalizer of a Pool that was dropped or left open at exit."""
     if os.getpid() != engine.owner_pid:
         return  # a forked worker collecting its copy of the pool: not ours to stop

@@ -17,7 +17,7 @@ from procpool._core.errors import CancelledError, GetTimeoutError, for_pool
 from procpool._core.task import Task
 
 if TYPE_CHECKING:
-    from procpool._engine.engine import Engine
+    from procpool._core.backend import Backend
 
 T = TypeVar("T")
 log = logging.getLogger("procpool")
@@ -54,7 +54,7 @@ class AsyncResult(Task, Generic[T]):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Backend,
         callback: Callable[[T], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
@@ -250,7 +250,7 @@ class MapResult(AsyncResult[list[T]]):
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Backend,
         bounds: list[tuple[int, int]],
         callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,

@@ -81,6 +81,10 @@ class Dispatcher:
     def __len__(self) -> int:
         return len(self._pending)
 
+    def queue_view(self) -> deque[Task]:
+        """The queue, to look at only (the lending hot path binds it)."""
+        return self._pending
+
     def extend(self, tasks: list[Task]) -> None:
         self._pending.extend(tasks)
 

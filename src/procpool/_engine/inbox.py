@@ -200,17 +200,14 @@ class Inbox:
         """Tasks not taken yet, or a feeder that may still submit some."""
         return bool(self._tasks) or self._feeders > 0
 
-    def holds_only(self, task: Task | None) -> bool:
-        """Whether the task queue is exactly ``[task]`` (``None``: is empty). Only
-        other threads append to it, so what is found at its head stays there while
-        the caller holds the table lock (the scheduler takes tasks under it)."""
-        tasks = self._tasks
-        if task is None:
-            return not tasks
-        return len(tasks) == 1 and tasks[0] is task
+    def queue_view(self) -> deque[Task]:
+        """The task queue, to look at only (the lending hot path binds it). Only other
+        threads append to it, so what is found at its head stays there while the
+        caller holds the table lock (the scheduler takes tasks under it)."""
+        return self._tasks
 
     def take_only(self) -> None:
-        """Remove the lone task holds_only() found (under the table lock)."""
+        """Remove the lone task found in queue_view() (under the table lock)."""
         self._tasks.popleft()
 
     def break_(self, error: BaseException) -> None:

@@ -61,6 +61,13 @@ class Lender:
         self._pace = pace
         self._on_death = on_death
         self._last_lent: Slot | None = None
+        # A blocking apply in a loop is the hot path here: the tables it only looks at
+        # are bound once, as read-only views (their owners still change them).
+        self._waiting = inbox.queue_view()
+        self._pending = dispatcher.queue_view()
+        self._slots = workers.table_view()
+        self._watched = watcher.table_view()
+        self._pump = answers.pump
         # Whether watching the direct pipe pays (see _wait_direct); how many direct
         # calls there were. (Written by borrowing threads without a lock: a lost
         # update only shifts a decision by one call.)
@@ -100,11 +107,12 @@ class Lender:
             # (The scheduler takes from the inbox only under the table lock, and other
             # threads only append to it: a task found alone at its head stays there.)
             inbox = self._inbox
-            alone = inbox.holds_only(task if queued else None)
-            if inbox.state is not State.RUNNING or self._dispatcher or not alone:
+            waiting = self._waiting
+            alone = len(waiting) == 1 and waiting[0] is task if queued else not waiting
+            if inbox.state is not State.RUNNING or self._pending or not alone:
                 return None
             slot = self._last_lent
-            if slot is None or not slot.lendable() or not self._workers.holds(slot):
+            if slot is None or not slot.lendable() or slot.pid not in self._slots:
                 slot = self._workers.lendable()
                 if slot is None:
                     return None
@@ -149,7 +157,7 @@ class Lender:
             if not any(fd == direct_fd for fd, _ in poller.poll()):
                 return  # the worker died: the scheduler will say so
             with self._table_lock:
-                more = self._answers.pump(slot, slot.direct_reader)
+                more = self._pump(slot, slot.direct_reader)
             if more is False:
                 return  # end of file: the worker is gone
 
@@ -158,10 +166,10 @@ class Lender:
             slot.lent = False
             # The scheduler stops watching a lent worker that dies (see Faults.on_death)
             # and leaves it to the borrower, who sees the death too and ends up here.
-            died = self._workers.holds(slot) and not self._watcher.watching(slot.sentinel)
+            died = slot.pid in self._slots and slot.sentinel not in self._watched
             if died:
                 self._watcher.watch(slot.sentinel, self._on_death, slot)
             # It needs waking only if there is work for this worker or a state to act on.
-            needed = died or bool(self._dispatcher) or self._inbox.state is not State.RUNNING
+            needed = died or bool(self._pending) or self._inbox.state is not State.RUNNING
         if needed:
             self._inbox.wake()

@@ -37,6 +37,10 @@ class Watcher:
     def watching(self, fd: int) -> bool:
         return fd in self._fds
 
+    def table_view(self) -> dict[int, Any]:
+        """The watched descriptors, to look at only (the lending hot path binds it)."""
+        return self._fds
+
     def wait(self, timeout_ms: int | None) -> list[tuple[int, int]]:
         return self._poll.poll(timeout_ms)
 

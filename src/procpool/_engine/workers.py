@@ -93,8 +93,9 @@ class WorkerTable:
         changes)."""
         return list(self._slots.values())
 
-    def holds(self, slot: Slot) -> bool:
-        return slot.pid in self._slots
+    def table_view(self) -> dict[int, Slot]:
+        """The table, to look at only (the lending hot path binds it)."""
+        return self._slots
 
     @property
     def zygote(self) -> Zygote | None:
