@@ -7,8 +7,8 @@ close to a pipe round trip. See ``docs/architecture.md`` for how it works.
 
 from procpool._api.executor import Executor as Executor
 from procpool._api.imap import IMapIterator as IMapIterator
+from procpool._api.options import cpu_count as cpu_count
 from procpool._api.pool import Pool as Pool
-from procpool._api.pool import cpu_count as cpu_count
 from procpool._api.results import AsyncResult as AsyncResult
 from procpool._api.results import MapResult as MapResult
 from procpool._core.errors import CancelledError as CancelledError

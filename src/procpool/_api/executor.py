@@ -25,7 +25,6 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import itertools
-import os
 import signal
 import threading
 import time
@@ -34,9 +33,17 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, ParamSpec, TypeVar
 
+from procpool._api import executor_map
+from procpool._api.finalize import finish_at_exit, release_executor
 from procpool._api.future import Future
-from procpool._api.pool import _check_positive, cpu_count, get_context
-from procpool._api.process_view import WorkerProcess
+from procpool._api.options import (
+    check_positive,
+    check_retries,
+    check_tasks_per_child,
+    cpu_count,
+    get_context,
+)
+from procpool._api.process_view import ProcessTable, WorkerProcess
 from procpool._core.backend import Backend
 from procpool._core.task import Task
 from procpool._engine.engine import Engine
@@ -81,11 +88,10 @@ class Executor(concurrent.futures.Executor):
             raise ValueError("max_workers must be greater than 0")
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
-        _check_tasks_per_child(max_tasks_per_child)
-        _check_positive("task_timeout", task_timeout)
-        _check_positive("max_memory_per_child", max_memory_per_child)
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        check_tasks_per_child(max_tasks_per_child)
+        check_positive("task_timeout", task_timeout)
+        check_positive("max_memory_per_child", max_memory_per_child)
+        check_retries(retries)
         self._max_workers = max_workers
         self._options = (task_timeout, retries)
         self._live: set[Future[Any]] = set()
@@ -108,8 +114,8 @@ class Executor(concurrent.futures.Executor):
             max_memory_per_child,
             init_logger="concurrent.futures",
         )
-        self._finalizer = weakref.finalize(self, _release, self._engine)
-        _finish_at_exit.remember(self)
+        self._finalizer = weakref.finalize(self, release_executor, self._engine)
+        finish_at_exit.remember(self)
 
     def __repr__(self) -> str:
         state = "shutdown" if self._shutdown else self._engine.state.value
@@ -131,7 +137,7 @@ class Executor(concurrent.futures.Executor):
             self._unpicklable += 1
             if self._on_demand:
                 self._grow()
-            return _failed(exc)
+            return executor_map.failed(exc)
         future: Future[T] = Future(self._engine, self._live)
         task = future._task = Task(payload, future, 0, name, self._options)
         future._owner = self
@@ -163,12 +169,12 @@ class Executor(concurrent.futures.Executor):
         make, source = self._calls(fn, iterables, chunksize)
         first = source if buffersize is None else itertools.islice(source, buffersize)
         futures: deque[Future[Any]] = deque(make(data) for data in first)
-        # A buffered map holds its executor weakly (see _refill), so its futures don't.
+        # A buffered map holds its executor weakly (see executor_map.refill), so its futures don't.
         self._start(list(futures), own=buffersize is None)
         refill = None
         if buffersize is not None:
-            refill = functools.partial(_refill, weakref.ref(self), make, source)
-        return _results(futures, refill, end, chunksize > 1)
+            refill = functools.partial(executor_map.refill, weakref.ref(self), make, source)
+        return executor_map.results(futures, refill, end, chunksize > 1)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Accept no more calls; finish (or, with ``cancel_futures``, cancel) the rest.
@@ -216,7 +222,7 @@ class Executor(concurrent.futures.Executor):
         A read-only view that follows the workers as they come and go (code and
         CPython's tests use it for pids and liveness); see ``WorkerProcess``.
         """
-        return _Processes(self._engine)
+        return ProcessTable(self._engine)
 
     @property
     def _broken(self) -> str | bool:
@@ -241,18 +247,19 @@ class Executor(concurrent.futures.Executor):
             fn_blob = serialize.dumps_function(fn)
         except Exception as exc:  # as submit: every call fails with the error
             fn_blob, error = b"", exc
-        # The maker holds no reference to the executor (see _refill).
-        new = functools.partial(_new_future, self._engine, self._live, self._options)
+        # The maker holds no reference to the executor (see executor_map.refill).
+        new = functools.partial(executor_map.new_future, self._engine, self._live, self._options)
         if chunksize == 1:
             call = functools.partial(serialize.call_payload, fn_blob, APPLY, kwargs={})
-            make = functools.partial(_make, new, call, name, error)
+            make = functools.partial(executor_map.make, new, call, name, error)
             return make, zip(*iterables, strict=False)
         single = len(iterables) == 1
         items = iter(iterables[0]) if single else zip(*iterables, strict=False)
         mode = MAP if single else STARMAP
         call = functools.partial(serialize.call_payload, fn_blob, mode, kwargs={})
         label = f"{name} on a chunk of {chunksize}"
-        return functools.partial(_make, new, call, label, error), _batched(items, chunksize)
+        make = functools.partial(executor_map.make, new, call, label, error)
+        return make, executor_map.batched(items, chunksize)
 
     def _start(self, futures: list[Future[Any]], own: bool) -> None:
         """Hand map's futures over (those that could not be pickled already failed)."""
@@ -339,175 +346,3 @@ class Executor(concurrent.futures.Executor):
             self._joiner.start()
 
 
-def _make(
-    new: Callable[[bytes, str], Future[Any]],
-    call: Callable[[Any], bytes],
-    name: str,
-    error: Exception | None,
-    data: Any,
-) -> Future[Any]:
-    """One call of a map: a new future, or a failed one if the call cannot be pickled."""
-    if error is not None:
-        return _failed(error)
-    try:
-        payload = call(data)
-    except Exception as exc:
-        return _failed(exc)
-    return new(payload, name)
-
-
-def _failed(error: BaseException) -> Future[Any]:
-    """A future that failed before it was submitted (a call that cannot be pickled)."""
-    future: Future[Any] = Future()
-    future.set_exception(error)
-    return future
-
-
-def _new_future(
-    engine: Backend,
-    live: set[Future[Any]],
-    options: tuple[float | None, int],
-    payload: bytes,
-    name: str,
-) -> Future[Any]:
-    future: Future[Any] = Future(engine, live)
-    future._task = Task(payload, future, 0, name, options)
-    return future
-
-
-def _check_tasks_per_child(value: int | None) -> None:
-    if value is None:
-        return
-    if not isinstance(value, int):
-        raise TypeError("max_tasks_per_child must be an integer")
-    if value <= 0:
-        raise ValueError("max_tasks_per_child must be >= 1")
-
-
-def _batched(items: Iterator[Any], size: int) -> Iterator[list[Any]]:
-    """``itertools.batched`` (Python 3.12), as lists."""
-    while chunk := list(itertools.islice(items, size)):
-        yield chunk
-
-
-def _refill(
-    executor_ref: weakref.ref[Executor],
-    make: Callable[[Any], Future[Any]],
-    source: Iterator[Any],
-    futures: deque[Future[Any]],
-) -> None:
-    """Submit the next call of a buffered map.
-
-    As in the stdlib, the map holds only a weak reference to the executor, so that it
-    can be collected; once it is, nothing more is submitted.
-    """
-    executor = executor_ref()
-    if executor is None:
-        return
-    data = next(source, None)
-    if data is not None:
-        future = make(data)
-        executor._start([future], own=False)
-        futures.append(future)
-
-
-def _results(
-    futures: deque[Future[Any]],
-    refill: Callable[[deque[Future[Any]]], None] | None,
-    end: float | None,
-    chunked: bool,
-) -> Iterator[Any]:
-    """Executor.map's result iterator; closing it cancels the calls still out."""
-    try:
-        while futures:
-            if refill is not None:
-                refill(futures)
-            timeout = None if end is None else end - time.monotonic()
-            # No local holds a result while the consumer has it (bpo-14406).
-            if chunked:
-                chunk = _result_or_cancel(futures.popleft(), timeout)
-                chunk.reverse()
-                while chunk:
-                    yield chunk.pop()
-            else:
-                yield _result_or_cancel(futures.popleft(), timeout)
-    finally:
-        for future in futures:
-            future.cancel()
-
-
-def _result_or_cancel(future: Future[Any], timeout: float | None) -> Any:
-    try:
-        return future.result(timeout)
-    finally:
-        future.cancel()  # after a timeout; a no-op once finished
-        del future  # do not keep the result alive through this frame
-
-
-class _Processes(Mapping[int, WorkerProcess]):
-    """``Executor._processes``: a read-only, live ``{pid: WorkerProcess}``."""
-
-    def __init__(self, engine: Backend) -> None:
-        self._engine = engine
-
-    def _table(self) -> dict[int, WorkerProcess]:
-        return {process.pid: WorkerProcess(process) for process in self._engine.worker_processes()}
-
-    def __getitem__(self, pid: int) -> WorkerProcess:
-        return self._table()[pid]
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self._table())
-
-    def __len__(self) -> int:
-        return len(self._table())
-
-    def __repr__(self) -> str:
-        return repr(self._table())
-
-
-class _FinishAtExit:
-    """Let open executors finish their work before the interpreter exits.
-
-    As the stdlib does (its manager threads are joined at exit): runs from
-    ``threading``'s exit hooks, before non-daemon threads are joined. A forked child
-    inherits the hook and the set, but not the executors: the pid check skips them.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._open: weakref.WeakSet[Executor] = weakref.WeakSet()
-        self._pid: int | None = None
-
-    def remember(self, executor: Executor) -> None:
-        with self._lock:
-            if self._pid != os.getpid():
-                self._pid = os.getpid()
-                self._open.clear()
-                register = getattr(threading, "_register_atexit", None)
-                if register is not None:  # private, but what concurrent.futures uses
-                    try:
-                        register(self)
-                    except RuntimeError:  # already exiting: nothing to wait for then
-                        pass
-            self._open.add(executor)
-
-    def __call__(self) -> None:
-        if self._pid != os.getpid():
-            return
-        for executor in list(self._open):
-            executor.shutdown(wait=True)
-
-
-_finish_at_exit = _FinishAtExit()
-
-
-def _release(engine: Backend) -> None:
-    """Finalizer of an Executor dropped without ``shutdown()``: finish, then end."""
-    if os.getpid() != engine.owner_pid:
-        return  # a forked worker collecting its copy of the executor
-    engine.close()
-    try:
-        threading.Thread(target=engine.join, name="procpool-executor-shutdown").start()
-    except RuntimeError:  # interpreter shutdown: no new threads (Python 3.12+)
-        engine.join()

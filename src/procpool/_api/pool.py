@@ -2,60 +2,34 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from procpool._api.chunks import chunk_bounds, chunksize_of, length_hint
+from procpool._api.finalize import shutdown_pool
 from procpool._api.imap import IMapIterator, task_makers
+from procpool._api.options import (
+    check_callable,
+    check_positive,
+    check_retries,
+    cpu_count,
+    get_context,
+    task_options,
+)
 from procpool._api.process_view import WorkerProcess
 from procpool._api.progress import ProgressOption, progress_bar, track_map
-from procpool._api.results import AsyncResult, MapResult
+from procpool._api.results import AsyncResult, MapResult, Unpicklable, apply_result, submit_chunks
 from procpool._core.backend import Backend
 from procpool._core.state import State
-from procpool._core.task import Task
 from procpool._engine.engine import Engine
 from procpool._worker import serialize
-from procpool._worker.main import APPLY, MAP, STARMAP
+from procpool._worker.main import MAP, STARMAP
 
 T = TypeVar("T")
 
 _DEFAULT_WINDOW_PER_WORKER = 512
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask), else ``os.cpu_count()``."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def get_context(context: Any) -> Any:
-    """A multiprocessing context from None, a start-method name or a context."""
-    if context is None:
-        return multiprocessing.get_context()
-    if isinstance(context, str):
-        try:
-            return multiprocessing.get_context(context)
-        except ValueError:
-            methods = ", ".join(multiprocessing.get_all_start_methods())
-            raise ValueError(
-                f"unknown start method {context!r}; use one of: {methods}"
-            ) from None
-    if not hasattr(context, "Process"):
-        raise TypeError(f"context must be a start-method name or a multiprocessing context, "
-                        f"not {type(context).__name__}")
-    return context
-
-
-def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and not value > 0:
-        raise ValueError(f"{name} must be a positive number or None, got {value!r}")
 
 
 class Pool:
@@ -91,13 +65,10 @@ class Pool:
             not isinstance(maxtasksperchild, int) or maxtasksperchild < 1
         ):
             raise ValueError("maxtasksperchild must be a positive int or None")
-        _check_positive("task_timeout", task_timeout)
-        _check_positive("max_memory_per_child", max_memory_per_child)
-        if not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
+        check_positive("task_timeout", task_timeout)
+        check_positive("max_memory_per_child", max_memory_per_child)
+        check_retries(retries)
         self._processes = processes
-        self._task_timeout = task_timeout
-        self._retries = retries
         self._default_options = (task_timeout, retries)
         self._engine: Backend = Engine(
             get_context(context),
@@ -107,7 +78,7 @@ class Pool:
             maxtasksperchild,
             max_memory_per_child,
         )
-        self._finalizer = weakref.finalize(self, _shutdown, self._engine)
+        self._finalizer = weakref.finalize(self, shutdown_pool, self._engine)
         self._imaps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
 
     def __repr__(self) -> str:
@@ -154,8 +125,10 @@ class Pool:
         call and waits for the answer itself (no hand-off to the scheduler thread).
         """
         try:
-            result = self._apply_task(func, args, kwds, None, None, **options)
-        except _Unpicklable as failed:
+            result = apply_result(
+                self._engine, self, self._default_options, func, args, kwds, None, None, **options
+            )
+        except Unpicklable as failed:
             unpicklable: AsyncResult[T] = failed.result
             return unpicklable.get()
         try:
@@ -183,48 +156,13 @@ class Pool:
         completion order, on procpool's callback thread.
         """
         try:
-            result = self._apply_task(
-                func, args, kwds, callback, error_callback, task_timeout, retries
+            result = apply_result(
+                self._engine, self, self._default_options, func, args, kwds, callback,
+                error_callback, task_timeout, retries,
             )
-        except _Unpicklable as failed:
+        except Unpicklable as failed:
             return failed.result
         self._engine.submit_one(result)
-        return result
-
-    def _apply_task(
-        self,
-        func: Callable[..., T],
-        args: Iterable[Any],
-        kwds: Mapping[str, Any] | None,
-        callback: Callable[[T], object] | None,
-        error_callback: Callable[[BaseException], object] | None,
-        task_timeout: float | None = None,
-        retries: int | None = None,
-    ) -> AsyncResult[T]:
-        if not callable(func) or callback is not None or error_callback is not None:
-            _check_callable(func, callback, error_callback)
-        if type(args) is not tuple:
-            if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
-                raise TypeError(
-                    f"args must be a tuple of arguments, not {type(args).__name__}; "
-                    f"for one argument write args=(x,)"
-                )
-            args = tuple(args)
-        try:
-            fn_part, name = serialize.function_info(func)
-            payload = serialize.call_payload(
-                fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS
-            )
-        except Exception as exc:  # as the stdlib: get() raises it, not apply_async
-            failed: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
-            failed._set(False, exc)
-            raise _Unpicklable(failed) from None
-        options = self._default_options
-        if task_timeout is not None or retries is not None:
-            options = self._options(task_timeout, retries)
-        result: AsyncResult[T] = AsyncResult(self._engine, callback, error_callback)
-        result._hold(self)
-        Task.__init__(result, payload, result, 0, name, options)  # its own task
         return result
 
     # -- maps
@@ -380,15 +318,7 @@ class Pool:
             raise self._engine.not_running_error()
 
     def _options(self, task_timeout: float | None, retries: int | None) -> tuple[float | None, int]:
-        if task_timeout is None and retries is None:
-            return self._default_options
-        _check_positive("task_timeout", task_timeout)
-        if retries is not None and (not isinstance(retries, int) or retries < 0):
-            raise ValueError(f"retries must be a non-negative int, got {retries!r}")
-        return (
-            self._task_timeout if task_timeout is None else task_timeout,
-            self._retries if retries is None else retries,
-        )
+        return task_options(self._default_options, task_timeout, retries)
 
     def _map_async(
         self,
@@ -401,7 +331,7 @@ class Pool:
         task_timeout: float | None,
         retries: int | None,
     ) -> MapResult[T]:
-        _check_callable(func, callback, error_callback)
+        check_callable(func, callback, error_callback)
         self._require_running()
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
         bounds = chunk_bounds(chunksize, len(items), self._processes)
@@ -413,28 +343,11 @@ class Pool:
         except Exception as exc:  # as the stdlib: get() raises it
             result._set(False, exc)
             return result
-        name = serialize.describe(func)
-        options = self._options(task_timeout, retries)
         result._hold(self)
-        # Submit as the chunks are pickled, so workers start on the first one while
-        # the rest of the input is still being pickled here.
-        batch: list[Task] = []
-        try:
-            for index, (start, stop) in enumerate(bounds):
-                try:
-                    payload = serialize.call_payload(fn_blob, mode, items[start:stop], {})
-                except Exception as exc:  # as the stdlib: that chunk fails, the rest runs
-                    result._resolve(index, False, exc)
-                else:
-                    label = f"{name} on items {start}..{stop - 1}"
-                    batch.append(Task(payload, result, index, label, options))
-                if index < self._processes or len(batch) >= 8 or stop == len(items):
-                    result._tasks.extend(batch)
-                    self._engine.submit(batch)
-                    batch = []
-        except BaseException:
-            result.cancel()
-            raise
+        submit_chunks(
+            self._engine, result, fn_blob, serialize.describe(func), mode, items, bounds,
+            self._options(task_timeout, retries), self._processes,
+        )
         return result
 
     def _imap(
@@ -446,7 +359,7 @@ class Pool:
         task_timeout: float | None,
         retries: int | None,
     ) -> IMapIterator[T]:
-        _check_callable(func, None, None)
+        check_callable(func, None, None)
         self._require_running()
         size = None if chunksize is None else chunksize_of(chunksize, 0, self._processes)
         make_task, make_batch = task_makers(func, self._options(task_timeout, retries))
@@ -463,36 +376,5 @@ class Pool:
         return it
 
 
-class _Unpicklable(Exception):
-    """A call that could not be pickled: ``result`` already holds the error."""
-
-    def __init__(self, result: AsyncResult[Any]) -> None:
-        self.result = result
 
 
-def _shutdown(engine: Backend) -> None:
-    """Finalizer of a Pool that was dropped or left open at exit."""
-    if os.getpid() != engine.owner_pid:
-        return  # a forked worker collecting its copy of the pool: not ours to stop
-    engine.terminate()
-    if not engine.owns_current_thread():
-        engine.join(timeout=5)
-        return
-    # Its last result was just settled by the scheduler or the callback thread, which
-    # cannot wait for itself: a thread of its own waits for the engine to end.
-    try:
-        threading.Thread(target=engine.join, name="procpool-pool-finalizer").start()
-    except RuntimeError:  # interpreter shutdown: no new threads (Python 3.12+)
-        pass
-
-
-_NO_KWARGS: dict[str, Any] = {}  # (only ever pickled)
-
-
-def _check_callable(func: object, callback: object, error_callback: object) -> None:
-    if not callable(func):
-        raise TypeError(f"func must be a callable, not {type(func).__name__}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be a callable, not {type(callback).__name__}")
-    if error_callback is not None and not callable(error_callback):
-        raise TypeError(f"error_callback must be a callable, not {type(error_callback).__name__}")

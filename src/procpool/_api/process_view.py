@@ -15,7 +15,10 @@ import os
 import select
 import signal
 import time
+from collections.abc import Iterator, Mapping
 from typing import Any
+
+from procpool._core.backend import Backend
 
 # How long ``exitcode`` waits for the code of a worker that has exited to be stored.
 _REAPED_WAIT = 1.0
@@ -94,3 +97,25 @@ class WorkerProcess:
     def join(self, timeout: float | None = None) -> None:
         """Wait until the worker has exited (at most ``timeout`` seconds)."""
         self._exited(timeout)
+
+
+class ProcessTable(Mapping[int, WorkerProcess]):
+    """``Executor._processes``: a read-only, live ``{pid: WorkerProcess}``."""
+
+    def __init__(self, engine: Backend) -> None:
+        self._engine = engine
+
+    def _table(self) -> dict[int, WorkerProcess]:
+        return {process.pid: WorkerProcess(process) for process in self._engine.worker_processes()}
+
+    def __getitem__(self, pid: int) -> WorkerProcess:
+        return self._table()[pid]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from procpool._api.options import check_callable, task_options
 from procpool._core.errors import CancelledError, GetTimeoutError, for_pool
 from procpool._core.task import Task
+from procpool._worker import serialize
+from procpool._worker.main import APPLY
 
 if TYPE_CHECKING:
     from procpool._core.backend import Backend
@@ -316,3 +319,85 @@ class MapResult(AsyncResult[list[T]]):
             while self.completed == shown and not self._done:
                 self.progress.wait()
             return None if self._done else self.completed
+
+
+def submit_chunks(
+    engine: Backend,
+    result: MapResult[Any],
+    fn_blob: bytes,
+    name: str,
+    mode: int,
+    items: Sequence[Any],
+    bounds: list[tuple[int, int]],
+    options: tuple[float | None, int],
+    processes: int,
+) -> None:
+    """Pickle a map's chunks and submit them, as they are pickled: workers start on
+    the first ones while the rest of the input is still being pickled here."""
+    batch: list[Task] = []
+    try:
+        for index, (start, stop) in enumerate(bounds):
+            try:
+                payload = serialize.call_payload(fn_blob, mode, items[start:stop], {})
+            except Exception as exc:  # as the stdlib: that chunk fails, the rest runs
+                result._resolve(index, False, exc)
+            else:
+                label = f"{name} on items {start}..{stop - 1}"
+                batch.append(Task(payload, result, index, label, options))
+            if index < processes or len(batch) >= 8 or stop == len(items):
+                result._tasks.extend(batch)
+                engine.submit(batch)
+                batch = []
+    except BaseException:
+        result.cancel()
+        raise
+
+
+class Unpicklable(Exception):
+    """A call that could not be pickled: ``result`` already holds the error."""
+
+    def __init__(self, result: AsyncResult[Any]) -> None:
+        self.result = result
+
+
+_NO_KWARGS: dict[str, Any] = {}  # (only ever pickled)
+
+
+def apply_result(
+    engine: Backend,
+    holder: object,
+    defaults: tuple[float | None, int],
+    func: Callable[..., T],
+    args: Iterable[Any],
+    kwds: Mapping[str, Any] | None,
+    callback: Callable[[T], object] | None,
+    error_callback: Callable[[BaseException], object] | None,
+    task_timeout: float | None = None,
+    retries: int | None = None,
+) -> AsyncResult[T]:
+    """The handle of one ``apply``/``apply_async`` call, which is its own Task (it
+    holds ``holder``, the pool, until it is settled). Raises Unpicklable with a failed
+    handle when the call cannot be pickled: as in the stdlib, get() raises that."""
+    if not callable(func) or callback is not None or error_callback is not None:
+        check_callable(func, callback, error_callback)
+    if type(args) is not tuple:
+        if isinstance(args, (str, bytes)) or not isinstance(args, Iterable):
+            raise TypeError(
+                f"args must be a tuple of arguments, not {type(args).__name__}; "
+                f"for one argument write args=(x,)"
+            )
+        args = tuple(args)
+    try:
+        fn_part, name = serialize.function_info(func)
+        payload = serialize.call_payload(fn_part, APPLY, args, dict(kwds) if kwds else _NO_KWARGS)
+    except Exception as exc:  # as the stdlib: get() raises it, not apply_async
+        failed: AsyncResult[T] = AsyncResult(engine, callback, error_callback)
+        failed._set(False, exc)
+        raise Unpicklable(failed) from None
+    options = defaults
+    if task_timeout is not None or retries is not None:
+        options = task_options(defaults, task_timeout, retries)
+    result: AsyncResult[T] = AsyncResult(engine, callback, error_callback)
+    result._hold(holder)
+    Task.__init__(result, payload, result, 0, name, options)  # its own task
+    return result
