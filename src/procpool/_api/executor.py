@@ -46,7 +46,7 @@ from procpool._api.options import (
 from procpool._api.process_view import ProcessTable, WorkerProcess
 from procpool._core.backend import Backend
 from procpool._core.task import Task
-from procpool._engine.engine import Engine
+from procpool._engine.engine import Engine, WorkerSpec
 from procpool._worker import serialize
 from procpool._worker.main import APPLY, MAP, STARMAP
 
@@ -105,15 +105,10 @@ class Executor(concurrent.futures.Executor):
         # unsafe); otherwise they start as calls come in (see _grow).
         self._on_demand = self._mp_context.get_start_method() != "fork"
         self._unpicklable = 0  # calls submit failed to pickle (see _grow)
-        self._engine: Backend = Engine(
-            self._mp_context,
-            0 if self._on_demand else max_workers,
-            initializer,
-            initargs,
-            max_tasks_per_child,
-            max_memory_per_child,
-            init_logger="concurrent.futures",
-        )
+        self._engine: Backend = Engine(WorkerSpec(
+            self._mp_context, 0 if self._on_demand else max_workers, initializer, initargs,
+            max_tasks_per_child, max_memory_per_child, init_logger="concurrent.futures",
+        ))
         self._finalizer = weakref.finalize(self, release_executor, self._engine)
         finish_at_exit.remember(self)
 

@@ -23,7 +23,7 @@ from procpool._api.progress import ProgressOption, progress_bar, track_map
 from procpool._api.results import AsyncResult, MapResult, Unpicklable, apply_result, submit_chunks
 from procpool._core.backend import Backend
 from procpool._core.state import State
-from procpool._engine.engine import Engine
+from procpool._engine.engine import Engine, WorkerSpec
 from procpool._worker import serialize
 from procpool._worker.main import MAP, STARMAP
 
@@ -70,14 +70,10 @@ class Pool:
         check_retries(retries)
         self._processes = processes
         self._default_options = (task_timeout, retries)
-        self._engine: Backend = Engine(
-            get_context(context),
-            processes,
-            initializer,
-            initargs,
-            maxtasksperchild,
+        self._engine: Backend = Engine(WorkerSpec(
+            get_context(context), processes, initializer, initargs, maxtasksperchild,
             max_memory_per_child,
-        )
+        ))
         self._finalizer = weakref.finalize(self, shutdown_pool, self._engine)
         self._imaps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
 
@@ -214,15 +210,10 @@ class Pool:
         )
 
     def starmap_async(
-        self,
-        func: Callable[..., T],
-        iterable: Iterable[Iterable[Any]],
-        chunksize: int | None = None,
-        callback: Callable[[list[T]], object] | None = None,
+        self, func: Callable[..., T], iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None, callback: Callable[[list[T]], object] | None = None,
         error_callback: Callable[[BaseException], object] | None = None,
-        *,
-        task_timeout: float | None = None,
-        retries: int | None = None,
+        *, task_timeout: float | None = None, retries: int | None = None,
     ) -> MapResult[T]:
         """Non-blocking ``starmap``."""
         return self._map_async(
@@ -249,13 +240,8 @@ class Pool:
         return progress_bar(it, progress, length_hint(iterable))
 
     def imap_unordered(
-        self,
-        func: Callable[[Any], T],
-        iterable: Iterable[Any],
-        chunksize: int | None = 1,
-        *,
-        progress: ProgressOption = False,
-        task_timeout: float | None = None,
+        self, func: Callable[[Any], T], iterable: Iterable[Any], chunksize: int | None = 1,
+        *, progress: ProgressOption = False, task_timeout: float | None = None,
         retries: int | None = None,
     ) -> Iterator[T]:
         """Like ``imap`` but yields results as they complete."""

@@ -39,22 +39,20 @@ import signal
 from concurrent.futures import CancelledError as _FuturesCancelled
 from concurrent.futures.process import BrokenProcessPool, _RemoteTraceback
 from multiprocessing.pool import MaybeEncodingError  # type: ignore[attr-defined]
-
-__all__ = [
-    "CancelledError",
-    "GetTimeoutError",
-    "PoolBrokenError",
-    "ProcpoolError",
-    "RemoteError",
-    "RemoteTraceback",
-    "SerializationError",
-    "TaskTimeoutError",
-    "WorkerLostError",
-]
+from typing import Any
 
 
 class ProcpoolError(Exception):
     """Base class of every error procpool raises itself."""
+
+    #: The attributes a subclass's __init__ takes, in order: what pickling rebuilds
+    #: it from (an error crosses from a worker, and from the parent to callbacks).
+    _init_fields: tuple[str, ...] = ()
+
+    def __reduce__(self) -> str | tuple[Any, ...]:
+        if not self._init_fields:
+            return super().__reduce__()
+        return (type(self), tuple(getattr(self, name) for name in self._init_fields))
 
 
 class _AnyRemoteTraceback(type):
@@ -123,6 +121,8 @@ class WorkerLostError(ProcpoolError, BrokenProcessPool):
     None) and ``task`` (a short description of the call).
     """
 
+    _init_fields = ('pid', 'exitcode', 'task')
+
     def __init__(self, pid: int | None, exitcode: int | None, task: str = "") -> None:
         self.pid = pid
         self.exitcode = exitcode
@@ -136,9 +136,6 @@ class WorkerLostError(ProcpoolError, BrokenProcessPool):
             hint = " (a crash in native code?)"
         msg = f"worker {pid} {how}{hint} while running {task or 'this task'}"
         super().__init__(msg)
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.pid, self.exitcode, self.task))
 
 
 class PoolBrokenError(ProcpoolError, BrokenProcessPool):
@@ -160,6 +157,8 @@ def fresh_copy(error: BaseException) -> BaseException:
 class TaskTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError):
     """The task ran longer than its ``task_timeout``; its worker was stopped."""
 
+    _init_fields = ('timeout', 'pid', 'task')
+
     def __init__(self, timeout: float, pid: int | None = None, task: str = "") -> None:
         self.timeout = timeout
         self.pid = pid
@@ -168,9 +167,6 @@ class TaskTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError
             f"{task or 'task'} exceeded its time limit of {timeout:g}s; "
             f"worker {pid} was stopped and replaced"
         )
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.timeout, self.pid, self.task))
 
 
 class GetTimeoutError(ProcpoolError, multiprocessing.TimeoutError, TimeoutError):
@@ -187,13 +183,12 @@ class SerializationError(ProcpoolError, BrokenProcessPool, pickle.UnpicklingErro
     still catches it.
     """
 
+    _init_fields = ('stage', 'detail')
+
     def __init__(self, stage: str, detail: str) -> None:
         self.stage = stage
         self.detail = detail
         super().__init__(f"could not {stage}: {detail}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.stage, self.detail))
 
 
 #: Set on an exception that stopped a result from being pickled in a worker: the
@@ -222,13 +217,12 @@ class RemoteError(ProcpoolError):
     ``type_name`` is the qualified name of the original type and ``message`` its text.
     """
 
+    _init_fields = ('type_name', 'message')
+
     def __init__(self, type_name: str, message: str) -> None:
         self.type_name = type_name
         self.message = message
         super().__init__(f"{type_name}: {message}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (type(self), (self.type_name, self.message))
 
 
 class CancelledError(ProcpoolError, _FuturesCancelled):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from procpool._core.callbacks import CallbackRunner
@@ -51,7 +51,9 @@ from procpool._engine.inbox import Cancel, Inbox, Terminate
 from procpool._engine.lending import Lender
 from procpool._engine.slot import Slot
 from procpool._engine.watcher import Watcher
-from procpool._engine.workers import WorkerTable
+from procpool._engine.workers import WorkerSpec, WorkerTable
+
+__all__ = ["Engine", "WorkerSpec"]
 
 log = logging.getLogger("procpool")
 
@@ -67,23 +69,12 @@ class Engine:
     call_direct: Callable[..., bool]
     not_running_error: Callable[[], BaseException]
 
-    def __init__(
-        self,
-        ctx: Any,
-        processes: int,
-        initializer: Callable[..., object] | None,
-        initargs: Iterable[Any],
-        max_tasks: int | None = None,
-        max_memory: int | None = None,
-        init_logger: str = "procpool",
-    ) -> None:
+    def __init__(self, spec: WorkerSpec) -> None:
         self.callbacks = CallbackRunner()
         self._table_lock = threading.Lock()
         self._inbox = inbox = Inbox()
         self._watcher = watcher = Watcher()
-        self._workers = workers = WorkerTable(
-            ctx, processes, initializer, initargs, max_tasks, max_memory, init_logger, watcher
-        )
+        self._workers = workers = WorkerTable(spec, watcher)
         self._pace = pace = Pace()
         self._deadlines = deadlines = Deadlines(workers)
         self._dispatcher = dispatcher = Dispatcher(inbox, workers, watcher, pace, deadlines.arm)
@@ -93,7 +84,7 @@ class Engine:
             self._table_lock, inbox, workers, dispatcher, answers, watcher, pace, faults.on_death
         )
         self.owner_pid = inbox.owner_pid
-        self.recycles = max_tasks is not None or max_memory is not None
+        self.recycles = spec.max_tasks is not None or spec.max_memory is not None
         self.submit = inbox.submit
         self.submit_one = inbox.submit_one
         self.start_feeder = inbox.start_feeder

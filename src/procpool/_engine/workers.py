@@ -33,36 +33,44 @@ MAX_START_KILLS = 20
 _EXTERNAL_KILLS = (-signal.SIGKILL, -signal.SIGTERM, -signal.SIGINT, -signal.SIGHUP)
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerSpec:
+    """What a pool's workers are: the start method (a multiprocessing context), how
+    many, what each runs first (``initializer(*initargs)``, failures logged to
+    ``init_logger``), and after how many tasks or how much memory one is replaced."""
+
+    ctx: Any
+    processes: int
+    initializer: Callable[..., object] | None = None
+    initargs: Iterable[Any] = ()
+    max_tasks: int | None = None
+    max_memory: int | None = None
+    init_logger: str = "procpool"
+
+
 class WorkerTable:
     """The pool's worker processes, as slots."""
 
-    def __init__(
-        self,
-        ctx: Any,
-        processes: int,
-        initializer: Callable[..., object] | None,
-        initargs: Iterable[Any],
-        max_tasks: int | None,
-        max_memory: int | None,
-        init_logger: str,
-        watcher: Watcher,
-    ) -> None:
+    def __init__(self, spec: WorkerSpec, watcher: Watcher) -> None:
         # The initializer travels as our own pickle (a lambda works); initargs go to
         # the Process as they are, so locks and events can be shared by inheritance.
+        # (The spec is not kept: the initargs are let go of at close().)
+        ctx = spec.ctx
         init_blob = None
-        if initializer is not None:
-            init_blob = serialize.dumps(initializer)
+        if spec.initializer is not None:
+            init_blob = serialize.dumps(spec.initializer)
         # Workers watch the read end of this pipe; only this process holds the write
         # end, so its death (even by SIGKILL) is an EOF in every worker.
         alive_r, self._alive_w = os.pipe()
         _parent_fds.add(self._alive_w)
         self._alive_r = multiprocessing.connection.Connection(alive_r, writable=False)
         self.config = WorkerConfig(
-            init_blob, tuple(initargs), max_tasks, max_memory, self._alive_r, init_logger
+            init_blob, tuple(spec.initargs), spec.max_tasks, spec.max_memory, self._alive_r,
+            spec.init_logger,
         )
         self._ctx = ctx
         self._watcher = watcher
-        self.processes = processes
+        self.processes = spec.processes
         self._slots: dict[int, Slot] = {}
         self._start_failures = 0
         self._start_kills = 0
