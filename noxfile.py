@@ -71,7 +71,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=PYTHONS[0])
 def lint(session: nox.Session) -> None:
-    """ruff and mypy (strict on src), once."""
+    """ruff, mypy (strict on src) and the import contracts of the layers, once."""
     session.install("-e", ".[test]")
     session.run("python", "-m", "ruff", "check", "src", "tests", "benchmarks", "noxfile.py")
     session.run("python", "-m", "mypy")
+    session.run("lint-imports")
