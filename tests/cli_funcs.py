@@ -1,4 +1,4 @@
-"""Target functions for tests/test_cli_run.py (run by `procpool run` in workers).
+"""Target functions for tests/cli/run/test_cli_run.py (run by `procpool run` in workers).
 
 Some take instructions from environment variables that the test sets for the CLI
 subprocess: ``CLI_TEST_FIFO`` (a FIFO to report progress on), ``CLI_TEST_GATE`` (inputs

@@ -7,7 +7,12 @@ import select
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
+
+#: The tests' root folder: the helper modules (fault_funcs, cli_funcs, ...) are here,
+#: and a subprocess that imports them needs it on its path.
+TESTS = Path(__file__).resolve().parent
 
 #: Deadlock detector for ``get``/``wait``/``result``: far longer than any task here takes.
 GET = 10.0

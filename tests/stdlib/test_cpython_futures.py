@@ -66,8 +66,8 @@ SKIPS: dict[str, str] = {
     ),
     # Not internal names: these start a fresh interpreter that imports the executor
     # by name from concurrent.futures ("from concurrent.futures import Executor"
-    # for procpool.Executor), so procpool cannot be put in; tests/test_dropin_executor.py
-    # checks the same exits with procpool.
+    # for procpool.Executor), so procpool cannot be put in; tests/api/test_executor.py
+    # (test_exit_waits_for_submitted_calls) checks the same exits with procpool.
     "ExecutorShutdownTest.test_interpreter_shutdown": _CHILD,
     "ExecutorShutdownTest.test_submit_after_interpreter_shutdown": _CHILD,
 }
@@ -80,13 +80,13 @@ DIFFERENCES: dict[str, tuple[str | None, str]] = {
     "ProcessPoolExecutorTest.test_killed_child": (
         None,
         "asserts that one killed worker breaks the whole executor for good; procpool "
-        "fails only the task it held and goes on (tests/test_executor_crash.py)",
+        "fails only the task it held and goes on (tests/api/test_executor_crash.py)",
     ),
     "ProcessPoolExecutorTest.test_max_tasks_per_child": (
         "fork",
         "under fork asserts only that max_tasks_per_child is refused (ValueError); "
         "procpool forks workers from a single-threaded zygote, so it is safe and "
-        "allowed (tests/test_executor.py::test_max_tasks_per_child)",
+        "allowed (tests/api/test_executor.py::test_max_tasks_per_child)",
     ),
 }
 

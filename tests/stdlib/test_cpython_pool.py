@@ -64,7 +64,7 @@ DIFFERENCES: dict[str, str] = {
     "_TestPoolWorkerErrors.test_unpickleable_result": (
         "its unpicklable result is a lambda, which procpool pickles (cloudpickle); a "
         "result that truly cannot be pickled is a MaybeEncodingError and the worker "
-        "goes on (tests/test_dropin_errors.py::"
+        "goes on (tests/api/test_dropin_errors.py::"
         "test_an_unpicklable_pool_result_is_a_maybe_encoding_error)"
     ),
 }

@@ -24,7 +24,7 @@ import pytest
 
 import fault_funcs as ff
 import procpool
-from proc_utils import GET, calls_racing_with_kills, still_alive_after
+from proc_utils import GET, TESTS, calls_racing_with_kills, still_alive_after
 from procpool import (
     CancelledError,
     PoolBrokenError,
@@ -337,7 +337,7 @@ def _run_script(
 ) -> tuple[subprocess.Popen[str], list[int]]:
     script = tmp_path / "pool_script.py"
     script.write_text(_SCRIPT)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(Path(__file__).parent), *sys.path]))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
     proc = subprocess.Popen(
         [sys.executable, str(script), start_method, mode],
         stdout=subprocess.PIPE,

@@ -29,9 +29,8 @@ from typing import Any
 
 import pytest
 
-from proc_utils import still_alive_after
+from proc_utils import TESTS, still_alive_after
 
-TESTS = Path(__file__).resolve().parent
 TIMEOUT = 60.0
 
 

@@ -49,7 +49,7 @@ from executor_funcs import (
     set_init_value,
     square,
 )
-from proc_utils import GET, SHORT, calls_racing_with_kills
+from proc_utils import GET, SHORT, TESTS, calls_racing_with_kills
 
 STDLIB = "ProcessPoolExecutor"
 PROCPOOL = "procpool.Executor"
@@ -430,7 +430,7 @@ def test_exit_waits_for_submitted_calls(kind: str, hub: Hub) -> None:
     # "Regardless of the value of wait, the entire Python program will not exit
     # until all pending futures are done executing" (the shutdown docs); here the
     # program never calls shutdown at all.
-    tests = str(Path(__file__).parent)
+    tests = str(TESTS)
     script = EXIT_SCRIPT.format(tests=tests, kind=kind, address=hub.address)
     command = [sys.executable, "-c", script]
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
