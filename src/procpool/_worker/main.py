@@ -157,7 +157,7 @@ class _Worker:
         return True
 
     def on_steal(self, signum: int, frame: object) -> None:
-        """SIGUSR1: the parent wants back calls queued here (see Engine._steal).
+        """SIGUSR1: the parent wants back calls queued here (see Dispatcher._steal).
 
         Only acts in the middle of a user call, when the main loop is not itself
         reading the pipe or writing an answer.
