@@ -44,6 +44,7 @@ from procpool._api.options import (
     get_context,
 )
 from procpool._api.process_view import ProcessTable, WorkerProcess
+from procpool._api.share import Shared, Shares
 from procpool._core.backend import Backend
 from procpool._core.task import Task
 from procpool._engine.engine import Engine, WorkerSpec
@@ -95,6 +96,7 @@ class Executor(concurrent.futures.Executor):
         self._max_workers = max_workers
         self._options = (task_timeout, retries)
         self._live: set[Future[Any]] = set()
+        self._shares = Shares()
         self._lock = threading.Lock()
         self._shutdown = False
         self._joiner: threading.Thread | None = None
@@ -187,10 +189,18 @@ class Executor(concurrent.futures.Executor):
             # From a done callback the callback thread cannot join itself: wait for
             # the work, and leave stopping that thread to the joiner.
             self._engine.join()
+            self._shares.release_all()
             if self._engine.callbacks.is_current():
                 self._join_later()
         else:
             self._join_later()
+
+    def share(self, obj: T) -> Shared[T]:
+        """A handle that stands for ``obj`` in calls' arguments, at any depth: each
+        worker receives the object once, its large buffers mapped read-only from
+        shared memory (see procpool.Shared). Released by ``shutdown(wait=True)``."""
+        self._check_open()
+        return self._shares.add(obj)
 
     def terminate_workers(self) -> None:
         """Stop every worker now with SIGTERM (Python 3.14).

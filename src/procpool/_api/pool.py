@@ -21,6 +21,7 @@ from procpool._api.options import (
 from procpool._api.process_view import WorkerProcess
 from procpool._api.progress import ProgressOption, progress_bar, track_map
 from procpool._api.results import AsyncResult, MapResult, Unpicklable, apply_result, submit_chunks
+from procpool._api.share import Shared, Shares
 from procpool._core.backend import Backend
 from procpool._core.state import State
 from procpool._engine.engine import Engine, WorkerSpec
@@ -76,6 +77,7 @@ class Pool:
         ))
         self._finalizer = weakref.finalize(self, shutdown_pool, self._engine)
         self._imaps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        self._shares = Shares()
 
     def __repr__(self) -> str:
         return f"<procpool.Pool state={self._engine.state.value} processes={self._processes}>"
@@ -266,6 +268,7 @@ class Pool:
         self._engine.terminate()
         self._engine.join()
         self._finalizer.detach()
+        self._shares.release_all()
 
     def join(self) -> None:
         """Wait for the workers to exit; call ``close()`` or ``terminate()`` first."""
@@ -275,8 +278,16 @@ class Pool:
             raise RuntimeError("cannot join the pool from one of its own callbacks")
         self._engine.join()
         self._finalizer.detach()
+        self._shares.release_all()
 
     # -- extras
+
+    def share(self, obj: T) -> Shared[T]:
+        """A handle that stands for ``obj`` in tasks' arguments, at any depth: each
+        worker receives the object once, its large buffers mapped read-only from
+        shared memory (see procpool.Shared). Released at ``join()``/``terminate()``."""
+        self._require_running()
+        return self._shares.add(obj)
 
     @property
     def worker_pids(self) -> list[int]:

@@ -55,14 +55,15 @@ class OOBPayload(bytes):
         self.release()
 
 
-def collector(fds: list[int]) -> Any:
-    """A pickle ``buffer_callback`` that moves large buffers into memfds (into ``fds``)."""
+def collector(fds: list[int], sealed: bool = False) -> Any:
+    """A pickle ``buffer_callback`` that moves large buffers into memfds (into ``fds``);
+    ``sealed`` ones can never be written again, by anyone (see pool.share)."""
 
     def take(buffer: pickle.PickleBuffer) -> bool:
         view = buffer.raw()
         if not AVAILABLE or view.nbytes < THRESHOLD or len(fds) >= MAX_BUFFERS:
             return True  # in band
-        fds.append(_to_memfd(view))
+        fds.append(_to_memfd(view, sealed))
         return False
 
     return take
@@ -111,26 +112,44 @@ def wrap_large_bytes(obj: Any, depth: int = 3) -> Any:
     return kind(items)
 
 
-def _to_memfd(view: memoryview) -> int:
-    fd = os.memfd_create("procpool", os.MFD_CLOEXEC)
+def _to_memfd(view: memoryview | bytes, sealed: bool = False) -> int:
+    flags = os.MFD_CLOEXEC | (os.MFD_ALLOW_SEALING if sealed else 0)
+    fd = os.memfd_create("procpool", flags)
     try:
         # write() fills the memfd in bulk; a mapping would take a page fault per page.
         done = 0
-        while done < view.nbytes:
+        size = len(view) if isinstance(view, bytes) else view.nbytes
+        while done < size:
             done += os.pwrite(fd, view[done:], done)
+        if sealed:
+            import fcntl
+
+            seals = fcntl.F_SEAL_SEAL | fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     except BaseException:
         os.close(fd)
         raise
     return fd
 
 
-def loads(data: bytes | memoryview, fds: list[int]) -> Any:
-    """Unpickle with buffers mapped from ``fds`` (which this closes)."""
+def loads(data: bytes | memoryview, fds: list[int], read_only: bool = False) -> Any:
+    """Unpickle with buffers mapped from ``fds`` (which this closes): copy-on-write, or
+    ``read_only`` (shared pages; numpy arrays come back not writeable)."""
     try:
-        buffers = [_map(fd) for fd in fds]
+        buffers = [_map_read_only(fd) if read_only else _map(fd) for fd in fds]
     finally:
         close_all(fds)
     return pickle.loads(data, buffers=buffers)
+
+
+def memfd_of(data: bytes) -> int:
+    """A sealed memfd holding ``data``."""
+    return _to_memfd(data, sealed=True)
+
+
+def read_all(fd: int) -> memoryview:
+    """The whole of a (sealed) memfd, mapped read-only."""
+    return memoryview(_map_read_only(fd))
 
 
 def _raise_fd_limit() -> None:
@@ -165,6 +184,11 @@ def _map(fd: int) -> mmap.mmap:
     # No MAP_POPULATE: on a private mapping it copies every page up front (measured
     # ~50 ms per 100 MB), where faulting pages in as they are read costs ~10 ms.
     return mmap.mmap(fd, size, flags=mmap.MAP_PRIVATE)
+
+
+def _map_read_only(fd: int) -> mmap.mmap:
+    _raise_fd_limit()
+    return mmap.mmap(fd, os.fstat(fd).st_size, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
 
 def close_all(fds: list[int] | tuple[int, ...]) -> None:
