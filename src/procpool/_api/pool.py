@@ -22,6 +22,7 @@ from procpool._api.process_view import WorkerProcess
 from procpool._api.progress import ProgressOption, progress_bar, track_map
 from procpool._api.results import AsyncResult, MapResult, Unpicklable, apply_result, submit_chunks
 from procpool._api.share import Shared, Shares
+from procpool._api.stream import StreamIterator
 from procpool._core.backend import Backend
 from procpool._core.state import State
 from procpool._engine.engine import Engine, WorkerSpec
@@ -249,6 +250,21 @@ class Pool:
         """Like ``imap`` but yields results as they complete."""
         it = self._imap(func, iterable, chunksize, False, task_timeout, retries)
         return progress_bar(it, progress, length_hint(iterable))
+
+    def imap_stream(
+        self, func: Callable[[Any], Iterable[T]], iterable: Iterable[Any], *,
+        task_timeout: float | None = None,
+    ) -> StreamIterator[T]:
+        """Run ``func(item)`` for each item, each a task that may yield (a generator):
+        every value comes back the moment it is yielded, from all the tasks, in the
+        order the values arrive. A failed task raises its error once, where it comes;
+        streaming tasks are never retried (their values would come twice)."""
+        check_callable(func, None, None)
+        self._require_running()
+        options = (self._options(task_timeout, None)[0], 0)
+        stream: StreamIterator[T] = StreamIterator(self._engine)
+        stream._start(self, func, iterable, options)
+        return stream
 
     # -- lifecycle
 

@@ -147,6 +147,8 @@ class Answers:
                 self._dispatcher.push_front(task)
             if len(slot.outstanding) <= 1:
                 slot.stealing = False
+        elif kind == Kind.PARTIAL:
+            self._on_partial(slot, tid, payload)
         elif kind == Kind.CUT:
             self._on_cut(slot, tid, payload)
         elif kind == Kind.UNPACKED:
@@ -159,6 +161,23 @@ class Answers:
         elif kind == Kind.INIT_FAILED:
             report: ErrorReport = serialize.loads(payload)
             slot.init_error = report.traceback
+
+    def _on_partial(self, slot: Slot, tid: int, payload: Payload) -> None:
+        """A value a streaming call yielded: to its sink now (the call runs on)."""
+        head = slot.outstanding[0] if slot.outstanding else None
+        if head is None or head.tid != tid or head.abandoned:
+            return
+        partial = getattr(head.sink, "_partial", None)
+        if partial is None:
+            return
+        try:
+            ok, value = True, serialize.loads(payload)
+        except BaseException as exc:
+            ok, value = False, unpickle_error(exc)
+        try:
+            partial(head.index, ok, value)
+        except BaseException:
+            log.exception("procpool: delivering a streamed value failed")
 
     def _on_cut(self, slot: Slot, tid: int, payload: Payload) -> None:
         """A worker stopped a batch early (asked by a steal, or it could not unpickle

@@ -87,8 +87,9 @@ def spin(poller: select.poll, until: float) -> bool:
 _PEEK_EVERY = 200e-6
 
 
-# How a CALL's payload ``(fn_blob, mode, data, kwargs)`` is applied.
-APPLY, MAP, STARMAP = 0, 1, 2
+# How a CALL's payload ``(fn_blob, mode, data, kwargs)`` is applied. STREAM: like
+# APPLY, but each value the call yields is sent at once (PARTIAL), then the count.
+APPLY, MAP, STARMAP, STREAM = 0, 1, 2, 3
 
 
 def call(fn: Callable[..., Any], mode: int, data: Any, kwargs: dict[str, Any]) -> Any:
@@ -291,7 +292,12 @@ class _Worker:
             if self.steal_pending:  # a SIGUSR1 came while the arguments were unpickled
                 self.absorb()
             try:
-                value = fn(*data, **kwargs) if mode == APPLY else call(fn, mode, data, kwargs)
+                if mode == APPLY:
+                    value = fn(*data, **kwargs)
+                elif mode == STREAM:
+                    value = self.stream(tid, out, fn(*data, **kwargs))
+                else:
+                    value = call(fn, mode, data, kwargs)
             finally:
                 self.in_call = False
         except BaseException as exc:
@@ -322,6 +328,22 @@ class _Worker:
         finally:
             shm.close_all(out_fds)
         self.send(Kind.RESULT_OOB, tid, shm.pack_count(len(out_fds), data), out)
+
+    def stream(self, tid: int, out: int, values: Any) -> int:
+        """Send each value of a streaming call as it comes (PARTIAL); their count."""
+        count = 0
+        for value in values:
+            try:
+                data = serialize.dumps(value)
+            except BaseException as exc:
+                exc.add_note(
+                    f"procpool: value {count} of a stream ({type(value).__name__} object) "
+                    f"could not be pickled"
+                )
+                raise
+            self.send(Kind.PARTIAL, tid, data, out)
+            count += 1
+        return count
 
     def should_retire(self) -> bool:
         cfg = self.config

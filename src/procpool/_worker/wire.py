@@ -58,6 +58,7 @@ class Kind(enum.IntEnum):
     RESULT_OOB = 16  # likewise for a RESULT
     CUT = 17  # a batch was cut short (asked by CANCEL); payload: the first item not run
     UNPACKED = 18  # a batch was unpickled: a death from now on is its running item's
+    PARTIAL = 19  # one value a streaming call yielded (its RESULT comes at the end)
 
 
 @dataclass(frozen=True, slots=True)
