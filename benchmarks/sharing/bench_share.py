@@ -126,24 +126,22 @@ def run_share(arr: np.ndarray, tasks: int) -> float:
         return time.perf_counter() - t0
 
 
-def run_procpool_arg(arr: np.ndarray, tasks: int) -> float:
-    with procpool.Pool(WORKERS, context="fork") as pool:
-        pool.apply(peek, (np.zeros(1), 0))
+def _run_as_argument(make_pool: Callable[[], Any], arr: np.ndarray, tasks: int) -> float:
+    with make_pool() as pool:
+        pool.apply(peek, (np.zeros(1), 0))  # workers up
         t0 = time.perf_counter()
         results = [pool.apply_async(peek, (arr, i)) for i in range(tasks)]
         for r in results:
             r.get()
         return time.perf_counter() - t0
+
+
+def run_procpool_arg(arr: np.ndarray, tasks: int) -> float:
+    return _run_as_argument(lambda: procpool.Pool(WORKERS, context="fork"), arr, tasks)
 
 
 def run_mp_arg(arr: np.ndarray, tasks: int) -> float:
-    with multiprocessing.get_context("fork").Pool(WORKERS) as pool:
-        pool.apply(peek, (np.zeros(1), 0))
-        t0 = time.perf_counter()
-        results = [pool.apply_async(peek, (arr, i)) for i in range(tasks)]
-        for r in results:
-            r.get()
-        return time.perf_counter() - t0
+    return _run_as_argument(lambda: multiprocessing.get_context("fork").Pool(WORKERS), arr, tasks)
 
 
 def run_joblib(arr: np.ndarray, tasks: int) -> float:
