@@ -11,6 +11,8 @@ from procpool._api.options import cpu_count as cpu_count
 from procpool._api.pool import Pool as Pool
 from procpool._api.results import AsyncResult as AsyncResult
 from procpool._api.results import MapResult as MapResult
+from procpool._api.share import Shared as Shared
+from procpool._api.stream import StreamIterator as StreamIterator
 from procpool._core.errors import CancelledError as CancelledError
 from procpool._core.errors import GetTimeoutError as GetTimeoutError
 from procpool._core.errors import PoolBrokenError as PoolBrokenError
@@ -36,6 +38,8 @@ __all__ = [
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
+    "Shared",
+    "StreamIterator",
     "TaskTimeoutError",
     "WorkerLostError",
     "cpu_count",
