@@ -12,6 +12,7 @@ from procpool._api.pool import Pool as Pool
 from procpool._api.results import AsyncResult as AsyncResult
 from procpool._api.results import MapResult as MapResult
 from procpool._api.share import Shared as Shared
+from procpool._api.shared_queue import Queue as Queue
 from procpool._api.stream import StreamIterator as StreamIterator
 from procpool._core.errors import CancelledError as CancelledError
 from procpool._core.errors import GetTimeoutError as GetTimeoutError
@@ -35,6 +36,7 @@ __all__ = [
     "Pool",
     "PoolBrokenError",
     "ProcpoolError",
+    "Queue",
     "RemoteError",
     "RemoteTraceback",
     "SerializationError",
