@@ -20,274 +20,30 @@ from __future__ import annotations
 import itertools
 import os
 import queue as stdlib_queue
-import selectors
 import socket
 import struct
 import threading
 import time
 import weakref
-from collections import deque
 from typing import Any
 
+from procpool._api import queue_broker as broker
+from procpool._api.queue_broker import (
+    ACK,
+    EMPTY,
+    FULL,
+    GET,
+    GONE,
+    HEADER,
+    ITEM,
+    PUT,
+    PUT_WAIT,
+    SIZE,
+    Items,
+)
 from procpool._worker import serialize
 
-# op, queue id, timeout (-1: none), payload length
-_HEADER = struct.Struct("<BIdI")
-_PUT, _PUT_WAIT, _GET, _ACK, _SIZE = 1, 2, 3, 4, 5
-_OK, _FULL, _ITEM, _EMPTY, _COUNT, _GONE = 10, 11, 12, 13, 14, 15
-
 _ids = itertools.count(1)
-
-
-class _Items:
-    """A queue's items, in the owner: local waiters on conditions, remote ones in lists."""
-
-    def __init__(self, maxsize: int) -> None:
-        self.maxsize = maxsize
-        self.items: deque[bytes] = deque()
-        self.lock = threading.Lock()
-        self.not_empty = threading.Condition(self.lock)
-        self.not_full = threading.Condition(self.lock)
-        self.getters: deque[tuple[_Conn, float | None]] = deque()
-        self.putters: deque[tuple[_Conn, bytes, float | None]] = deque()
-        self.closed = False
-
-    def full(self) -> bool:
-        return 0 < self.maxsize <= len(self.items)
-
-    def add(self, data: bytes, front: bool = False) -> None:
-        """An item came in (under the lock): to a remote getter waiting, or queued."""
-        while self.getters:
-            conn, _ = self.getters.popleft()
-            if conn.give(data):
-                return
-        if front:
-            self.items.appendleft(data)
-        else:
-            self.items.append(data)
-        self.not_empty.notify()
-
-    def take(self) -> bytes:
-        """Take the first item (under the lock); admit a waiting remote putter."""
-        data = self.items.popleft()
-        while self.putters and not self.full():
-            conn, waiting, _ = self.putters.popleft()
-            if conn.reply(_OK):
-                self.add(waiting)
-        self.not_full.notify()
-        return data
-
-
-class _Conn:
-    """The broker's end of one client's connection."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self.sock = sock
-        self.buffer = bytearray()
-        self.send_lock = threading.Lock()
-        self.unacked: tuple[_Items, bytes] | None = None
-        self.alive = True
-        self.items_for_ack: _Items | None = None
-
-    def send(self, op: int, payload: bytes = b"") -> bool:
-        try:
-            with self.send_lock:
-                self.sock.sendall(_HEADER.pack(op, 0, 0.0, len(payload)) + payload)
-        except OSError:
-            self.alive = False
-        return self.alive
-
-    def reply(self, op: int) -> bool:
-        return self.send(op)
-
-    def give(self, data: bytes) -> bool:
-        """Send an item to this getter; it counts as taken once acknowledged."""
-        if not self.alive or self.items_for_ack is None:
-            return False
-        self.unacked = (self.items_for_ack, data)
-        return self.send(_ITEM, data)
-
-
-class _Broker:
-    """The owner's thread serving its queues to other processes."""
-
-    def __init__(self) -> None:
-        self.address = f"\0procpool-queue-{os.getpid()}-{os.urandom(6).hex()}"
-        self.queues: dict[int, _Items] = {}
-        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._listener.bind(self.address)
-        self._listener.listen(64)
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self._listener, selectors.EVENT_READ, None)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
-        self._conns: set[_Conn] = set()
-        self._stopping = False
-        self.pid = os.getpid()
-        self._thread = threading.Thread(target=self._run, name="procpool-queue", daemon=True)
-        self._thread.start()
-
-    def close_in_child(self) -> None:
-        """In a forked child: close this copy's sockets (the thread did not come)."""
-        for sock in (self._listener, self._wake_r, self._wake_w, *(c.sock for c in self._conns)):
-            sock.close()
-        self._selector.close()
-
-    def stop(self) -> None:
-        self._stopping = True
-        self._wake_w.send(b"x")
-        if self._thread is not threading.current_thread():
-            self._thread.join()
-
-    def _run(self) -> None:
-        try:
-            while not self._stopping:
-                for key, _ in self._selector.select(self._timeout()):
-                    if key.data is None:
-                        sock, _ = self._listener.accept()
-                        conn = _Conn(sock)
-                        self._conns.add(conn)
-                        self._selector.register(sock, selectors.EVENT_READ, conn)
-                    elif key.data == "wake":
-                        self._wake_r.recv(64)
-                    else:
-                        self._read(key.data)
-                self._expire()
-        finally:
-            for conn in list(self._conns):
-                self._drop(conn)
-            self._selector.close()
-            self._listener.close()
-            self._wake_r.close()
-            self._wake_w.close()
-
-    def _timeout(self) -> float | None:
-        deadlines = [d for q in self.queues.values() for _, d in q.getters if d is not None]
-        deadlines += [d for q in self.queues.values() for _, _, d in q.putters if d is not None]
-        if not deadlines:
-            return None
-        return max(0.0, min(deadlines) - time.monotonic())
-
-    def _expire(self) -> None:
-        now = time.monotonic()
-        for items in list(self.queues.values()):
-            with items.lock:
-                for conn, deadline in list(items.getters):
-                    if deadline is not None and deadline <= now:
-                        items.getters.remove((conn, deadline))
-                        conn.reply(_EMPTY)
-                for entry in list(items.putters):
-                    if entry[2] is not None and entry[2] <= now:
-                        items.putters.remove(entry)
-                        entry[0].reply(_FULL)
-
-    def _read(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(1 << 20)
-        except OSError:
-            data = b""
-        if not data:
-            self._drop(conn)
-            return
-        conn.buffer += data
-        while len(conn.buffer) >= _HEADER.size:
-            op, qid, timeout, size = _HEADER.unpack_from(conn.buffer)
-            end = _HEADER.size + size
-            if len(conn.buffer) < end:
-                break
-            payload = bytes(conn.buffer[_HEADER.size:end])
-            del conn.buffer[:end]
-            self._handle(conn, op, qid, timeout, payload)
-
-    def _handle(self, conn: _Conn, op: int, qid: int, timeout: float, payload: bytes) -> None:
-        if op == _ACK:
-            conn.unacked = None
-            return
-        items = self.queues.get(qid)
-        if items is None or items.closed:
-            if op != _PUT:
-                conn.reply(_GONE)
-            return
-        deadline = None if timeout < 0 else time.monotonic() + timeout
-        with items.lock:
-            if op == _PUT:
-                items.add(payload)
-            elif op == _PUT_WAIT:
-                if not items.full():
-                    items.add(payload)
-                    conn.reply(_OK)
-                elif timeout == 0:
-                    conn.reply(_FULL)
-                else:
-                    items.putters.append((conn, payload, deadline))
-            elif op == _GET:
-                conn.items_for_ack = items
-                if items.items:
-                    conn.give(items.take())
-                elif timeout == 0:
-                    conn.reply(_EMPTY)
-                else:
-                    items.getters.append((conn, deadline))
-            elif op == _SIZE:
-                conn.send(_COUNT, struct.pack("<Q", len(items.items)))
-
-    def _drop(self, conn: _Conn) -> None:
-        """A client is gone: requeue the item it did not acknowledge, forget its waits."""
-        conn.alive = False
-        self._conns.discard(conn)
-        try:
-            self._selector.unregister(conn.sock)
-        except (KeyError, ValueError):
-            pass
-        conn.sock.close()
-        if conn.unacked is not None:
-            items, data = conn.unacked
-            conn.unacked = None
-            with items.lock:
-                items.add(data, front=True)
-        for items in self.queues.values():
-            with items.lock:
-                items.getters = deque(g for g in items.getters if g[0] is not conn)
-                items.putters = deque(p for p in items.putters if p[0] is not conn)
-
-
-_broker: _Broker | None = None
-_broker_lock = threading.Lock()
-
-
-def _register(qid: int, items: _Items) -> str:
-    global _broker
-    with _broker_lock:
-        if _broker is None or _broker.pid != os.getpid():
-            _broker = _Broker()
-        _broker.queues[qid] = items
-        return _broker.address
-
-
-def _unregister(qid: int, pid: int) -> None:
-    global _broker
-    if os.getpid() != pid:
-        return
-    with _broker_lock:
-        broker = _broker
-        if broker is None or broker.pid != pid:
-            return
-        items = broker.queues.pop(qid, None)
-        if items is not None:
-            with items.lock:
-                items.closed = True
-                for conn, _ in items.getters:
-                    conn.reply(_GONE)
-                for conn, _, _ in items.putters:
-                    conn.reply(_GONE)
-                items.getters.clear()
-                items.putters.clear()
-                items.not_empty.notify_all()
-                items.not_full.notify_all()
-        if not broker.queues:
-            _broker = None
-    if broker is not None and not broker.queues:
-        broker.stop()
 
 
 class _Client:
@@ -306,23 +62,23 @@ class _Client:
         self.buffer = bytearray()
 
     def send(self, op: int, qid: int, timeout: float, payload: bytes = b"") -> None:
-        self.sock.sendall(_HEADER.pack(op, qid, timeout, len(payload)) + payload)
+        self.sock.sendall(HEADER.pack(op, qid, timeout, len(payload)) + payload)
 
     def request(self, op: int, qid: int, timeout: float, payload: bytes = b"") -> tuple[int, bytes]:
         with self.lock:
             self.send(op, qid, timeout, payload)
             reply, data = self._receive()
-            if reply == _ITEM:
-                self.send(_ACK, qid, 0.0)
+            if reply == ITEM:
+                self.send(ACK, qid, 0.0)
             return reply, data
 
     def _receive(self) -> tuple[int, bytes]:
         while True:
-            if len(self.buffer) >= _HEADER.size:
-                op, _, _, size = _HEADER.unpack_from(self.buffer)
-                end = _HEADER.size + size
+            if len(self.buffer) >= HEADER.size:
+                op, _, _, size = HEADER.unpack_from(self.buffer)
+                end = HEADER.size + size
                 if len(self.buffer) >= end:
-                    data = bytes(self.buffer[_HEADER.size:end])
+                    data = bytes(self.buffer[HEADER.size:end])
                     del self.buffer[:end]
                     return op, data
             chunk = self.sock.recv(1 << 20)
@@ -372,9 +128,9 @@ class Queue:
         self._maxsize = maxsize if maxsize > 0 else 0
         self._qid = next(_ids)
         self._owner = os.getpid()
-        self._items: _Items | None = _Items(self._maxsize)
-        self._address = _register(self._qid, self._items)
-        self._finalizer = weakref.finalize(self, _unregister, self._qid, self._owner)
+        self._items: Items | None = Items(self._maxsize)
+        self._address = broker.register(self._qid, self._items)
+        self._finalizer = weakref.finalize(self, broker.unregister, self._qid, self._owner)
         _local[(self._owner, self._qid)] = self
 
     @classmethod
@@ -421,12 +177,12 @@ class Queue:
         client = _client(self._address)
         if not self._maxsize:
             with client.lock:
-                client.send(_PUT, self._qid, 0.0, data)  # one-way: safe once sent
+                client.send(PUT, self._qid, 0.0, data)  # one-way: safe once sent
             return
-        reply, _ = client.request(_PUT_WAIT, self._qid, wait, data)
-        if reply == _FULL:
+        reply, _ = client.request(PUT_WAIT, self._qid, wait, data)
+        if reply == FULL:
             raise stdlib_queue.Full
-        if reply == _GONE:
+        if reply == GONE:
             raise ValueError(f"{self!r} is closed")
 
     def put_nowait(self, item: Any) -> None:
@@ -438,10 +194,10 @@ class Queue:
         wait = _timeout_of(block, timeout)
         items = self._local_items()
         if items is None:
-            reply, data = _client(self._address).request(_GET, self._qid, wait)
-            if reply == _EMPTY:
+            reply, data = _client(self._address).request(GET, self._qid, wait)
+            if reply == EMPTY:
                 raise stdlib_queue.Empty
-            if reply == _GONE:
+            if reply == GONE:
                 raise ValueError(f"{self!r} is closed")
             return serialize.loads(data)
         with items.lock:
@@ -465,8 +221,8 @@ class Queue:
         items = self._local_items()
         if items is not None:
             return len(items.items)
-        reply, data = _client(self._address).request(_SIZE, self._qid, 0.0)
-        if reply == _GONE:
+        reply, data = _client(self._address).request(SIZE, self._qid, 0.0)
+        if reply == GONE:
             raise ValueError(f"{self!r} is closed")
         return int(struct.unpack("<Q", data)[0])
 
@@ -488,7 +244,7 @@ class Queue:
     def cancel_join_thread(self) -> None:
         """For ``multiprocessing.Queue`` code: there is no feeder thread."""
 
-    def _local_items(self) -> _Items | None:
+    def _local_items(self) -> Items | None:
         if self._items is not None and os.getpid() == self._owner:
             return self._items
         return None
@@ -497,12 +253,9 @@ class Queue:
 def _after_fork_in_child() -> None:
     """A forked child must not keep its parent's broker sockets open (a closed queue's
     address would stay bound, with nobody to answer), nor its locks as they were."""
-    global _broker, _broker_lock, _clients_lock
-    broker, _broker = _broker, None
-    _broker_lock = threading.Lock()
+    global _clients_lock
+    broker.after_fork_in_child()
     _clients_lock = threading.Lock()
-    if broker is not None:
-        broker.close_in_child()
     for client in _clients.values():
         client.sock.close()
     _clients.clear()
