@@ -75,3 +75,11 @@ def use_closed(q: Any) -> str:
 
 def put_in_process(q: Any) -> None:
     q.put("from a Process")
+
+
+def take_some_then_die(q: Any, log: Any, k: int) -> None:
+    """Get k items in a fast loop (the client then takes them several at a time),
+    log each, and die with the rest of a batch still unreturned."""
+    for _ in range(k):
+        log.put(q.get(timeout=30))
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -123,3 +123,19 @@ def test_a_plain_process_under_spawn(queues: list) -> None:
     assert q.get(timeout=GET) == "from a Process"
     process.join(GET)
     assert process.exitcode == 0
+
+
+def test_items_a_killed_consumer_took_ahead_go_back(start_method: str, queues: list) -> None:
+    """A consumer that gets in a fast loop is sent items in batches; those get() had not
+    returned when it was killed go back to the queue: every item once, none lost."""
+    q, log = _new(queues), _new(queues)
+    for i in range(300):
+        q.put(i)
+    with procpool.Pool(1, context=start_method) as pool:
+        dead = pool.apply_async(qf.take_some_then_die, (q, log, 40))
+        with pytest.raises(procpool.WorkerLostError):
+            dead.get(GET)
+    consumed = [log.get(timeout=GET) for _ in range(40)]
+    rest = [q.get(timeout=GET) for _ in range(260)]
+    assert sorted(consumed + rest) == list(range(300))
+    assert q.empty()

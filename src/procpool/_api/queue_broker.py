@@ -20,6 +20,10 @@ from collections import deque
 HEADER = struct.Struct("<BIdI")
 PUT, PUT_WAIT, GET, ACK, SIZE = 1, 2, 3, 4, 5
 OK, FULL, ITEM, EMPTY, COUNT, GONE = 10, 11, 12, 13, 14, 15
+# An ITEM frame holds one or more items, each after its length. A GET says how many it
+# may take at most (a consumer that comes back fast takes several: see Queue.get).
+_LEN = struct.Struct("<I")
+WANT = _LEN
 
 
 class Items:
@@ -68,7 +72,8 @@ class _Conn:
         self.sock = sock
         self.buffer = bytearray()
         self.send_lock = threading.Lock()
-        self.unacked: tuple[Items, bytes] | None = None
+        # Items sent to this client that it has not acknowledged yet, oldest first.
+        self.unacked: deque[tuple[Items, bytes]] = deque()
         self.alive = True
         self.items_for_ack: Items | None = None
 
@@ -83,14 +88,18 @@ class _Conn:
     def reply(self, op: int) -> bool:
         return self.send(op)
 
-    def give(self, data: bytes) -> bool:
-        """Send an item to this getter; it counts as taken once acknowledged."""
-        if not self.alive or self.items_for_ack is None:
+    def give(self, *batch: bytes) -> bool:
+        """Send items to this getter (one frame); each counts as taken once it is
+        acknowledged. False if the client is gone (the items were not taken)."""
+        items = self.items_for_ack
+        if not self.alive or items is None:
             return False
-        # Marked before it is sent: the acknowledgement may come back at once.
-        self.unacked = (self.items_for_ack, data)
-        if not self.send(ITEM, data):
-            self.unacked = None  # (dead: the item stays in the queue)
+        # Marked before they are sent: the acknowledgements may come back at once.
+        self.unacked.extend((items, data) for data in batch)
+        payload = b"".join(_LEN.pack(len(data)) + data for data in batch)
+        if not self.send(ITEM, payload):
+            for _ in batch:  # (dead: the items stay in the queue)
+                self.unacked.pop()
             return False
         return True
 
@@ -188,7 +197,8 @@ class _Broker:
 
     def _handle(self, conn: _Conn, op: int, qid: int, timeout: float, payload: bytes) -> None:
         if op == ACK:
-            conn.unacked = None
+            if conn.unacked:
+                conn.unacked.popleft()
             return
         items = self.queues.get(qid)
         if items is None or items.closed:
@@ -210,7 +220,12 @@ class _Broker:
             elif op == GET:
                 conn.items_for_ack = items
                 if items.items:
-                    conn.give(items.take())
+                    want = _LEN.unpack(payload)[0] if payload else 1
+                    count = max(1, min(want, len(items.items) // 2))
+                    batch = [items.take() for _ in range(count)]
+                    if not conn.give(*batch):
+                        for data in reversed(batch):
+                            items.add(data, front=True)
                 elif timeout == 0:
                     conn.reply(EMPTY)
                 else:
@@ -227,12 +242,11 @@ class _Broker:
         except (KeyError, ValueError):
             pass
         conn.sock.close()
-        held = conn.unacked
-        if held is not None:
-            with held[0].lock:  # (the lock a give() to this client holds)
-                if conn.unacked is not None:
-                    items, data = conn.unacked
-                    conn.unacked = None
+        while conn.unacked:  # back to the front, in their order
+            items = conn.unacked[-1][0]
+            with items.lock:  # (the lock a give() to this client holds)
+                if conn.unacked:
+                    _, data = conn.unacked.pop()
                     items.add(data, front=True)
         for items in self.queues.values():
             with items.lock:

@@ -25,6 +25,7 @@ import struct
 import threading
 import time
 import weakref
+from collections import deque
 from typing import Any
 
 from procpool._api import queue_broker as broker
@@ -39,11 +40,14 @@ from procpool._api.queue_broker import (
     PUT,
     PUT_WAIT,
     SIZE,
+    WANT,
     Items,
 )
 from procpool._worker import serialize
 
 _ids = itertools.count(1)
+_FAST = 1e-3
+_WANT_MAX = 64
 
 
 class _Client:
@@ -60,6 +64,42 @@ class _Client:
             ) from None
         self.lock = threading.Lock()
         self.buffer = bytearray()
+        # Items the broker sent ahead, per queue, not yet returned by get(); and how
+        # many a GET may ask for (it doubles while get() is called back to back).
+        self.ahead: dict[int, deque[bytes]] = {}
+        self.want: dict[int, int] = {}
+        self.last_get: dict[int, float] = {}
+
+    def get(self, qid: int, wait: float) -> tuple[int, bytes]:
+        """(ITEM, the item's pickle), or (EMPTY or GONE, b"").
+
+        A consumer that asks again within _FAST of its last item asks the broker for
+        up to twice as many items as the last time (at most _WANT_MAX, and never more
+        than half of what is queued): a fast loop of gets then costs one round trip
+        per batch; a slow consumer (a worker taking jobs) takes one at a time, so the
+        others get their share. Each item is acknowledged as get() returns it: a
+        consumer killed with items ahead hands them back to the queue.
+        """
+        with self.lock:
+            ahead = self.ahead.setdefault(qid, deque())
+            now = time.monotonic()
+            fast = now - self.last_get.get(qid, 0.0) < _FAST
+            if not ahead:
+                want = min(_WANT_MAX, self.want.get(qid, 1) * 2) if fast else 1
+                self.want[qid] = want
+                self.send(GET, qid, wait, WANT.pack(want))
+                reply, data = self._receive()
+                if reply != ITEM:
+                    return reply, b""
+                view = memoryview(data)
+                while view:
+                    (size,) = WANT.unpack_from(view)
+                    ahead.append(bytes(view[WANT.size:WANT.size + size]))
+                    view = view[WANT.size + size:]
+            item = ahead.popleft()
+            self.send(ACK, qid, 0.0)
+            self.last_get[qid] = time.monotonic()
+            return ITEM, item
 
     def send(self, op: int, qid: int, timeout: float, payload: bytes = b"") -> None:
         self.sock.sendall(HEADER.pack(op, qid, timeout, len(payload)) + payload)
@@ -67,10 +107,7 @@ class _Client:
     def request(self, op: int, qid: int, timeout: float, payload: bytes = b"") -> tuple[int, bytes]:
         with self.lock:
             self.send(op, qid, timeout, payload)
-            reply, data = self._receive()
-            if reply == ITEM:
-                self.send(ACK, qid, 0.0)
-            return reply, data
+            return self._receive()
 
     def _receive(self) -> tuple[int, bytes]:
         while True:
@@ -194,7 +231,7 @@ class Queue:
         wait = _timeout_of(block, timeout)
         items = self._local_items()
         if items is None:
-            reply, data = _client(self._address).request(GET, self._qid, wait)
+            reply, data = _client(self._address).get(self._qid, wait)
             if reply == EMPTY:
                 raise stdlib_queue.Empty
             if reply == GONE:
