@@ -17,7 +17,10 @@ import os
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("procpool._cli.run",)
+# One line each; keep the order of `procpool --help`.
+COMMAND_MODULES = (
+    "procpool._cli.run",
+)
 
 USAGE_ERROR = 2
 
