@@ -20,6 +20,8 @@ from collections.abc import Sequence
 # One line each; keep the order of `procpool --help`.
 COMMAND_MODULES = (
     "procpool._cli.run",
+    "procpool._cli.fetch",
+    "procpool._cli.serve",
     "procpool._cli.copy",
     "procpool._cli.scan",
 )
