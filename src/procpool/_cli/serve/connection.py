@@ -10,6 +10,7 @@ timeout is "no progress for that long": a peer that never reads frees its worker
 
 from __future__ import annotations
 
+import select
 import socket
 import struct
 import time
@@ -22,6 +23,7 @@ from procpool._cli.serve.handlers import Handler, Partial
 READ_SIZE = 65536
 LINE_TOO_LONG = b"ERR line too long\n"
 BUSY = b"ERR busy\n"
+FIRST_LINE_GRACE = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,13 +80,22 @@ Watch = Callable[[bool], None]  # called True as a handler starts, False as it e
 
 
 def converse(
-    conn: socket.socket, handler: Handler, limits: Limits, peer: str, watch: Watch | None
-) -> Conversation:
+    conn: socket.socket, handler: Handler, limits: Limits, peer: str,
+    watch: Watch | None = None, before_wait: Callable[[], None] | None = None,
+    *, shared: bool = False,
+) -> Conversation:  # fmt: skip
     """Serve ``conn`` until the peer closes, a limit ends it, or the handler raises
-    (then the connection closes and ``error`` and ``trace`` say why)."""
-    talk = Conversation(peer, started=time.monotonic())
+    (then the connection closes and ``error`` and ``trace`` say why).
+
+    ``before_wait`` is called once, before the first read or write that would block
+    (a prefork worker passes on its turn to accept then: see worker.py). A
+    ``shared`` socket (another process holds it too) is shut down before it closes.
+    """
+    session = _Session(conn, handler, limits, Conversation(peer, started=time.monotonic()))
+    session.watch, session.before_wait = watch, before_wait
+    talk = session.talk
     try:
-        talk.reason = _loop(conn, handler, limits, talk, watch)
+        talk.reason = session.run()
     except BaseException as exc:  # SystemExit too: a handler cannot end its worker
         if watch is not None:
             watch(False)
@@ -93,75 +104,135 @@ def converse(
         talk.trace = traceback.format_exc()
     finally:
         talk.ended = time.monotonic()
-        _close(conn, linger=talk.reason == "line too long")
+        if talk.reason == "line too long":
+            _close(conn, linger=True)
+        elif shared:
+            _close(conn)
+        else:
+            conn.close()  # ours alone: close sends FIN
     return talk
 
 
-def _loop(
-    conn: socket.socket, handler: Handler, limits: Limits, talk: Conversation,
-    watch: Watch | None,
-) -> str:  # fmt: skip
-    pending = b""
-    while True:
-        data = _read(conn)
-        if data is None:
-            return "idle timeout"
-        if data == b"":
-            return _at_eof(conn, handler, pending, talk, watch)
-        if isinstance(data, str):
-            return data
-        talk.bytes_in += len(data)
-        block = pending + data if pending else data
-        cut = block.rfind(b"\n") + 1
-        pending = block[cut:]
-        if cut:
-            reason = _answer(conn, handler, limits, block[:cut], talk, watch)
-            if reason:
-                return reason
-        if len(pending) > limits.max_line:
-            _send(conn, LINE_TOO_LONG, talk)
-            return "line too long"
+class _Session:
+    __slots__ = ("before_wait", "conn", "handler", "limits", "talk", "watch")
 
+    def __init__(
+        self, conn: socket.socket, handler: Handler, limits: Limits, talk: Conversation
+    ) -> None:
+        self.conn, self.handler, self.limits, self.talk = conn, handler, limits, talk
+        self.watch: Watch | None = None
+        self.before_wait: Callable[[], None] | None = None
 
-def _read(conn: socket.socket) -> bytes | str | None:
-    """Bytes; b"" at EOF; None when idle too long; a str reason when the peer is gone."""
-    try:
-        return conn.recv(READ_SIZE)
-    except BlockingIOError:  # SO_RCVTIMEO
-        return None
-    except OSError as exc:
-        return f"peer gone ({exc.strerror or exc})"
+    def run(self) -> str:
+        """The reason the conversation ended."""
+        pending = b""
+        while True:
+            data = self._read()
+            if data is None:
+                return "idle timeout"
+            if data == b"":
+                return self._at_eof(pending)
+            if isinstance(data, str):
+                return data
+            self.talk.bytes_in += len(data)
+            block = pending + data if pending else data
+            cut = block.rfind(b"\n") + 1
+            pending = block[cut:]
+            if cut:
+                reason = self._answer(block[:cut])
+                if reason:
+                    return reason
+            if len(pending) > self.limits.max_line:
+                self._send(LINE_TOO_LONG)
+                return "line too long"
 
+    def _waiting(self) -> None:
+        if self.before_wait is not None:
+            self.before_wait()
+            self.before_wait = None
 
-def _answer(
-    conn: socket.socket, handler: Handler, limits: Limits, lines: bytes,
-    talk: Conversation, watch: Watch | None,
-) -> str:  # fmt: skip
-    """Reply to complete ``lines``; a reason to close, or ""."""
-    too_long = -1
-    if len(lines) > limits.max_line + 1:
-        too_long = _first_long_line(lines, limits.max_line)
-        if too_long >= 0:
-            lines = lines[:too_long]
-    if lines:
-        talk.lines += lines.count(b"\n")
-        if watch is not None:
-            watch(True)
+    def _read(self) -> bytes | str | None:
+        """Bytes; b"" at EOF; None when idle too long; a str reason when the peer is gone."""
         try:
-            reply = handler.block(lines)
+            if self.before_wait is not None:
+                try:
+                    return self.conn.recv(READ_SIZE, socket.MSG_DONTWAIT)
+                except BlockingIOError:
+                    pass
+                # A new client's first line is usually microseconds behind its
+                # connection: wait that long before calling it a waiting client.
+                if self.talk.bytes_in == 0 and _readable(self.conn, FIRST_LINE_GRACE):
+                    return self.conn.recv(READ_SIZE)
+                self._waiting()
+            return self.conn.recv(READ_SIZE)
+        except BlockingIOError:  # SO_RCVTIMEO
+            return None
+        except OSError as exc:
+            return f"peer gone ({exc.strerror or exc})"
+
+    def _call(self, lines: bytes, last: bool = False) -> bytes:
+        if self.watch is not None:
+            self.watch(True)
+        try:
+            reply = self.handler.last(lines) if last else self.handler.block(lines)
         except Partial as failed:  # answer the lines before the one that failed
-            _send(conn, failed.replies, talk)
+            self._send(failed.replies)
             assert failed.__cause__ is not None
             raise failed.__cause__ from None
-        if watch is not None:
-            watch(False)
-        reason = _send(conn, reply, talk)
-        if reason:
-            return reason
-    if too_long >= 0:
-        _send(conn, LINE_TOO_LONG, talk)
-        return "line too long"
-    return ""
+        if self.watch is not None:
+            self.watch(False)
+        return reply
+
+    def _answer(self, lines: bytes) -> str:
+        """Reply to complete ``lines``; a reason to close, or ""."""
+        too_long = -1
+        if len(lines) > self.limits.max_line + 1:
+            too_long = _first_long_line(lines, self.limits.max_line)
+            if too_long >= 0:
+                lines = lines[:too_long]
+        if lines:
+            self.talk.lines += lines.count(b"\n")
+            reason = self._send(self._call(lines))
+            if reason:
+                return reason
+        if too_long >= 0:
+            self._send(LINE_TOO_LONG)
+            return "line too long"
+        return ""
+
+    def _at_eof(self, pending: bytes) -> str:
+        """The peer half-closed: answer an unterminated last line, then close."""
+        if pending:
+            self.talk.lines += 1
+            reason = self._send(self._call(pending, last=True))
+            if reason:
+                return reason
+        return "eof"
+
+    def _send(self, data: bytes) -> str:
+        if not data:
+            return ""
+        try:
+            if self.before_wait is not None:
+                sent = self.conn.send(data, socket.MSG_DONTWAIT)
+                self.talk.bytes_out += sent
+                data = data[sent:]
+                if data:
+                    self._waiting()
+            if data:
+                self.conn.sendall(data)
+        except BlockingIOError:  # SO_SNDTIMEO: the peer stopped reading
+            return "write timeout"
+        except OSError as exc:
+            return f"peer gone ({exc.strerror or exc})"
+        self.talk.bytes_out += len(data)
+        return ""
+
+
+def _readable(conn: socket.socket, seconds: float) -> bool:
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return bool(poller.poll(seconds * 1000))
 
 
 def _first_long_line(lines: bytes, max_line: int) -> int:
@@ -174,37 +245,6 @@ def _first_long_line(lines: bytes, max_line: int) -> int:
             return start
         start = end + 1
     return -1
-
-
-def _at_eof(
-    conn: socket.socket, handler: Handler, pending: bytes, talk: Conversation,
-    watch: Watch | None,
-) -> str:  # fmt: skip
-    """The peer half-closed: answer an unterminated last line, then close."""
-    if pending:
-        talk.lines += 1
-        if watch is not None:
-            watch(True)
-        reply = handler.last(pending)
-        if watch is not None:
-            watch(False)
-        reason = _send(conn, reply, talk)
-        if reason:
-            return reason
-    return "eof"
-
-
-def _send(conn: socket.socket, data: bytes, talk: Conversation) -> str:
-    if not data:
-        return ""
-    try:
-        conn.sendall(data)
-    except BlockingIOError:  # SO_SNDTIMEO: the peer stopped reading
-        return "write timeout"
-    except OSError as exc:
-        return f"peer gone ({exc.strerror or exc})"
-    talk.bytes_out += len(data)
-    return ""
 
 
 LINGER_SECONDS = 0.5

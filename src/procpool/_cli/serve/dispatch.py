@@ -79,7 +79,7 @@ def _probe() -> int:
 def serve_connection(conn: socket.socket, peer: str, limits: Limits) -> Conversation:
     """One task: the whole conversation with one client."""
     assert _handler is not None
-    talk = converse(conn, _handler, limits, peer, _watch if _alarm else None)
+    talk = converse(conn, _handler, limits, peer, _watch if _alarm else None, shared=True)
     talk.trace = talk.trace and talk.trace.rstrip()
     return talk
 
