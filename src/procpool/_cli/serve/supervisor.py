@@ -12,9 +12,10 @@ started at a time, and an old one is told to stop only when a new one is ready, 
 the number ready to accept never drops and no connection is refused (the listening
 socket itself never closes). SIGTTIN and SIGTTOU move the wanted number by one.
 
-A worker that dies before it is ready, or within a second of it, counts toward a
-crash loop: the next start waits 0.1 s, doubling to 5 s, and five in a row end the
-server with exit status 1 and the last worker's reason.
+A worker that dies before it is ready, or fails by itself within a second of it (a
+``kill -9`` from outside does not count once it is ready), counts toward a crash
+loop: the next start waits 0.1 s, doubling to 5 s, and five in a row end the server
+with exit status 1 and the last worker's reason.
 """
 
 from __future__ import annotations
@@ -200,7 +201,8 @@ class Supervisor:
                 log(f"worker {child.pid} {how} ({child.why})")
             return
         now = time.monotonic()
-        short = not child.ready_at or now - child.ready_at < SHORT_LIFE
+        killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+        short = not child.ready_at or (now - child.ready_at < SHORT_LIFE and not killed)
         self.crashes = self.crashes + 1 if short else 0
         init = " (its --worker-init raised)" if os.WEXITSTATUS(status) == INIT_FAILED else ""
         self.last_crash = f"worker {child.pid} {how}{init}"
