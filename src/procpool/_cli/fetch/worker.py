@@ -1,0 +1,209 @@
+"""The worker side of ``procpool fetch``: a batch of requests, all in flight at once.
+
+Each worker process keeps one asyncio loop and one ``httpx.AsyncClient`` (a per-process
+global, made on the first batch), so connections stay alive from batch to batch. A
+batch is one procpool task: ``fetch_batch(settings, requests)`` runs its requests
+concurrently and returns one :class:`Outcome` each; it never raises for a request's
+failure, and it never waits to retry (the parent schedules retries). Redirects are not
+followed here: a 3xx comes back with its ``location``, and the parent schedules the next
+hop under the same per-host limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from procpool._cli.fetch.links import extract_links
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TEXT_CAP = 512 * 1024  # robots.txt bodies travel back whole, up to this
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """What every request of a run shares (sent with each batch: a few dozen bytes)."""
+
+    connect_timeout: float
+    read_timeout: float
+    total_timeout: float
+    max_bytes: int
+    user_agent: str
+    save_dir: str | None
+    connections: int
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    url: str
+    want_links: bool = False
+    want_text: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One request's result; ``retryable`` says whether the parent may try again."""
+
+    status: int | None
+    bytes: int = 0
+    sha256: str | None = None
+    content_type: str | None = None
+    elapsed_ms: float = 0.0
+    error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    location: str | None = None
+    final_url: str | None = None
+    links: tuple[str, ...] = ()
+    text: str | None = None
+
+
+class _State:
+    """This process's loop and client, kept across batches."""
+
+    loop: asyncio.AbstractEventLoop | None = None
+    client: Any = None
+    settings: Settings | None = None
+
+
+def warm_up(settings: Settings) -> None:
+    """The pool's initializer: import httpx and make the client before the first batch
+    (the import takes ~100 ms, which would otherwise delay the first requests)."""
+    _client_for(settings)
+
+
+def _client_for(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Any]:
+    if _State.loop is None:
+        _State.loop = asyncio.new_event_loop()
+    if _State.settings != settings:
+        if _State.client is not None:
+            _State.loop.run_until_complete(_State.client.aclose())
+        _State.client = _make_client(settings)
+        _State.settings = settings
+    return _State.loop, _State.client
+
+
+def fetch_batch(settings: Settings, requests: list[Request]) -> list[Outcome]:
+    """Run ``requests`` concurrently in this worker; one Outcome each, in order."""
+    loop, client = _client_for(settings)
+    return loop.run_until_complete(_all(client, settings, requests))
+
+
+async def _all(client: Any, settings: Settings, requests: list[Request]) -> list[Outcome]:
+    return list(await asyncio.gather(*(_guarded(client, r, settings) for r in requests)))
+
+
+def _make_client(settings: Settings) -> Any:
+    import httpx
+
+    timeout = httpx.Timeout(
+        settings.read_timeout, connect=settings.connect_timeout, pool=settings.total_timeout
+    )
+    limits = httpx.Limits(
+        max_connections=settings.connections, max_keepalive_connections=settings.connections
+    )
+    return httpx.AsyncClient(
+        timeout=timeout, limits=limits, follow_redirects=False,
+        headers={"User-Agent": settings.user_agent}, trust_env=False,
+    )  # fmt: skip
+
+
+async def _guarded(client: Any, request: Request, settings: Settings) -> Outcome:
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(settings.total_timeout):
+            return await _fetch(client, request, settings, started)
+    except TimeoutError:
+        error = f"Timeout: no complete response within {settings.total_timeout:g} s"
+        return Outcome(None, elapsed_ms=_ms(started), error=error, retryable=True)
+    except Exception as exc:
+        return _failure(exc, started)
+
+
+def _failure(exc: Exception, started: float) -> Outcome:
+    import httpx
+
+    retryable = isinstance(exc, httpx.TransportError) and not isinstance(
+        exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError | httpx.ProxyError
+    )
+    text = str(exc) or repr(exc)
+    error = f"{type(exc).__name__}: {text}"
+    return Outcome(None, elapsed_ms=_ms(started), error=error, retryable=retryable)
+
+
+async def _fetch(client: Any, request: Request, settings: Settings, started: float) -> Outcome:
+    async with client.stream("GET", request.url) as response:
+        body, truncated = await _read_capped(response, settings.max_bytes)
+    status: int = response.status_code
+    content_type = response.headers.get("content-type")
+    digest = hashlib.sha256(body).hexdigest()
+    if settings.save_dir is not None and status == 200:
+        _save(settings.save_dir, digest, body)
+    links: tuple[str, ...] = ()
+    final_url = str(response.url)
+    if request.want_links and status == 200 and _is_html(content_type):
+        page = body.decode(response.encoding or "utf-8", "replace")
+        links = tuple(extract_links(page, final_url))
+    text = body[:_TEXT_CAP].decode("utf-8", "replace") if request.want_text else None
+    return Outcome(
+        status, len(body), digest, content_type, _ms(started),
+        error=f"truncated at --max-bytes {settings.max_bytes}" if truncated else None,
+        retryable=False, retry_after=_retry_after(response.headers.get("retry-after")),
+        location=response.headers.get("location") if status in REDIRECTS else None,
+        final_url=final_url, links=links, text=text,
+    )  # fmt: skip
+
+
+async def _read_capped(response: Any, cap: int) -> tuple[bytes, bool]:
+    """The decoded (decompressed) body, at most ``cap`` bytes; True if cut there."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        if size + len(chunk) > cap:
+            chunks.append(chunk[: cap - size])
+            return b"".join(chunks), True
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks), False
+
+
+def _retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _is_html(content_type: str | None) -> bool:
+    return content_type is not None and content_type.split(";")[0].strip().lower() in (
+        "text/html", "application/xhtml+xml",
+    )  # fmt: skip
+
+
+def _save(directory: str, digest: str, body: bytes) -> None:
+    """Content-addressed: DIR/ab/abcdef...; written to a temporary name, then renamed."""
+    folder = os.path.join(directory, digest[:2])
+    path = os.path.join(folder, digest)
+    if os.path.exists(path):
+        return
+    os.makedirs(folder, exist_ok=True)
+    temporary = f"{path}.{os.getpid()}.tmp"
+    with open(temporary, "wb") as f:
+        f.write(body)
+    os.replace(temporary, path)
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 2)
