@@ -107,7 +107,7 @@ class Executor(concurrent.futures.Executor):
         # unsafe); otherwise they start as calls come in (see _grow).
         self._on_demand = self._mp_context.get_start_method() != "fork"
         self._unpicklable = 0  # calls submit failed to pickle (see _grow)
-        self._engine: Backend = Engine(WorkerSpec(
+        self._engine: Backend = self._make_backend(WorkerSpec(
             self._mp_context, 0 if self._on_demand else max_workers, initializer, initargs,
             max_tasks_per_child, max_memory_per_child, init_logger="concurrent.futures",
         ))
@@ -236,6 +236,11 @@ class Executor(concurrent.futures.Executor):
         return False if error is None else str(error)
 
     # -- internal
+
+    def _make_backend(self, spec: WorkerSpec) -> Backend:
+        """The backend that runs this executor's calls, made once
+        (``procpool.dask.Executor`` makes a Dask one)."""
+        return Engine(spec)
 
     def _check_open(self) -> None:
         if self._shutdown:

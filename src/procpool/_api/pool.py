@@ -72,7 +72,7 @@ class Pool:
         check_retries(retries)
         self._processes = processes
         self._default_options = (task_timeout, retries)
-        self._engine: Backend = Engine(WorkerSpec(
+        self._engine: Backend = self._make_backend(WorkerSpec(
             get_context(context), processes, initializer, initargs, maxtasksperchild,
             max_memory_per_child,
         ))
@@ -325,6 +325,11 @@ class Pool:
         full on its own, so there is nothing to do."""
 
     # -- internal
+
+    def _make_backend(self, spec: WorkerSpec) -> Backend:
+        """The backend that runs this pool's calls, made once (``procpool.dask.Pool``
+        makes a Dask one from the same spec)."""
+        return Engine(spec)
 
     def _require_running(self) -> None:
         if self._engine.state is not State.RUNNING:

@@ -116,6 +116,11 @@ def _register_run(subparsers: Any) -> None:
                      help="inputs per task (default: adapted to about 50 ms of work)")  # fmt: skip
     run.add_argument("--start-method", choices=multiprocessing.get_all_start_methods(),
                      help="how workers start (default: the platform's)")  # fmt: skip
+    run.add_argument("--backend", choices=("local", "dask"), default="local",
+                     help="local worker processes, or a Dask cluster (the dask extra)")  # fmt: skip
+    run.add_argument("--address", metavar="tcp://HOST:PORT",
+                     help="with --backend dask: an existing scheduler (default: a "
+                     "LocalCluster of --jobs workers on 127.0.0.1)")  # fmt: skip
     _add_db_option(run)
     run.add_argument("--retry-failed", action="store_true", help="rerun inputs stored as failed")
     run.add_argument("--fresh", action="store_true", help="discard stored results, start over")
@@ -131,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(
         jobs=args.jobs, json=args.json, task_timeout=args.task_timeout,
         retries=args.retries, chunksize=args.chunksize, start_method=args.start_method,
-        retry_failed=args.retry_failed,
+        retry_failed=args.retry_failed, backend=args.backend, address=args.address,
     )  # fmt: skip
     _check_options(args)
     spec, function_sha = _load_target(args.target)
@@ -169,6 +174,9 @@ def _check_options(args: argparse.Namespace) -> None:
         (args.range is not None and args.input is not None,
          "give either an INPUT or --range, not both"),
         (args.range is not None and args.json, "--json applies to lines of input, not --range"),
+        (args.address is not None and args.backend != "dask", "--address needs --backend dask"),
+        (args.start_method is not None and args.backend == "dask",
+         "--start-method applies to the local backend only"),
     ]  # fmt: skip
     for failed, message in checks:
         if failed:

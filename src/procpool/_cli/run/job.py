@@ -50,6 +50,7 @@ from procpool import (
     TaskTimeoutError,
     WorkerLostError,
 )
+from procpool._cli import CommandError
 from procpool._cli.run.database import DEFAULT_DB, Counts, RunDB
 from procpool._cli.run.inbox import Inbox, Interrupted
 from procpool._cli.run.input import InputBatch, InputEnd, InputTotal, Item, Reader, Source
@@ -79,6 +80,8 @@ class RunOptions:
     chunksize: int | None
     start_method: str | None
     retry_failed: bool
+    backend: str = "local"  # or "dask"
+    address: str | None = None  # a Dask scheduler's (else a LocalCluster of its own)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,7 @@ class Runner:
         Raises DbError when the database cannot be written (after stopping the pool).
         """
         self._check_stored = check_stored
-        pool = Pool(self.opts.jobs, context=self.opts.start_method)
+        pool = make_pool(self.opts)
         try:
             with self._inbox.catching_signals():
                 self._reader.start()
@@ -392,6 +395,18 @@ class Runner:
                     f"(kept; --fresh discards them)"
                 )
         return lines
+
+
+def make_pool(opts: RunOptions) -> Pool:
+    """The run's pool: local worker processes, or ``procpool.dask`` (imported only
+    then: the dask extra)."""
+    if opts.backend != "dask":
+        return Pool(opts.jobs, context=opts.start_method)
+    try:
+        import procpool.dask
+    except ImportError as exc:
+        raise CommandError(str(exc)) from None
+    return procpool.dask.Pool(opts.jobs, address=opts.address)
 
 
 def progress_mode(option: str, err: TextIO) -> str:
