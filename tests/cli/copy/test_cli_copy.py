@@ -256,4 +256,11 @@ def test_real_disk_full_on_a_small_tmpfs(tmp_path: Path) -> None:
         assert "No space left on device (ENOSPC)" in result.stderr
         assert not (dst / "big.bin").exists()
         assert not list(dst.glob(".*procpool*"))
-        assert differences(src / "small", dst / "small") == []
+        # The small files copied while the big one filled the disk failed too (and
+        # are reported); those copied are whole.
+        for path in (src / "small").rglob("*.txt"):
+            copy = dst / path.relative_to(src)
+            if copy.exists():
+                assert copy.read_bytes() == path.read_bytes()
+            else:
+                assert f"{copy}: No space left on device (ENOSPC)" in result.stderr
