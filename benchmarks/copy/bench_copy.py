@@ -41,7 +41,7 @@ def timed(command: list[str], cold: bool) -> float:
     if cold:
         drop_caches()
     started = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["sync"], check=True)
     return time.perf_counter() - started
 

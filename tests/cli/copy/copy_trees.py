@@ -33,7 +33,10 @@ def _times(rng: random.Random) -> int:
 def big_file(root: Path, seed: int = 1, size: int = 3 * MIB) -> Path:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
-    _write(root / "big.bin", rng.randbytes(size), _times(rng))
+    with open(root / "big.bin", "wb") as f:
+        for offset in range(0, size, 16 * MIB):  # randbytes takes < 256 MiB at once
+            f.write(rng.randbytes(min(16 * MIB, size - offset)))
+    os.utime(root / "big.bin", ns=(_times(rng), _times(rng)))
     return root
 
 
