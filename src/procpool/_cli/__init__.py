@@ -14,17 +14,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import os
+import re
 import sys
 from collections.abc import Sequence
 
-# One line each; keep the order of `procpool --help`.
-COMMAND_MODULES = (
-    "procpool._cli.run",
-    "procpool._cli.fetch",
-    "procpool._cli.serve",
-    "procpool._cli.copy",
-    "procpool._cli.scan",
-)
+# Each module, and the subcommands its ``register`` adds; in the order of
+# `procpool --help`. A command line naming a subcommand imports only its module.
+COMMAND_MODULES = {
+    "procpool._cli.run": ("run", "results", "status"),
+    "procpool._cli.fetch": ("fetch",),
+    "procpool._cli.serve": ("serve", "client", "loadgen"),
+    "procpool._cli.copy": ("copy",),
+    "procpool._cli.scan": ("scan",),
+}
 
 USAGE_ERROR = 2
 
@@ -37,19 +39,41 @@ class CommandError(Exception):
         self.status = status
 
 
-def build_parser() -> argparse.ArgumentParser:
+_SIZE = re.compile(r"(\d+)([kmgt]?)i?b?", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """``4096``, ``64K``, ``32M``, ``1G`` (powers of 1024): an argparse ``type``."""
+    match = _SIZE.fullmatch(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4096, 64K, 32M, 1G)")
+    suffix: str = match[2].lower() or " "
+    return int(match[1]) * (1 << (10 * " kmgt".index(suffix)))
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``command``, only the module that adds it is imported (a
+    command's start-up then skips the others' imports)."""
     parser = argparse.ArgumentParser(
         prog="procpool",
         description="procpool's command-line tools. `procpool COMMAND --help` for details.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for name, commands in COMMAND_MODULES.items():
+        if command is None or command in commands:
+            importlib.import_module(name).register(subparsers)
     return parser
 
 
+def _named_command(argv: Sequence[str]) -> str | None:
+    """The subcommand ``argv`` names first, if it is one we know."""
+    known = {c for commands in COMMAND_MODULES.values() for c in commands}
+    first = next((arg for arg in argv if not arg.startswith("-")), None)
+    return first if first in known else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(_named_command(sys.argv[1:] if argv is None else argv))
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)

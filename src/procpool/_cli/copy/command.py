@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 from dataclasses import replace
 from typing import Any
 
 from procpool import cpu_count
-from procpool._cli import CommandError
+from procpool._cli import CommandError, parse_size
 from procpool._cli.copy.kernel import DIGEST_NAME
 from procpool._cli.copy.place import Placer, sync_dir
 from procpool._cli.copy.plan import PlanError, Rule, check_source, pair_targets, walk
@@ -52,16 +51,6 @@ exit status:
   on, unless --fail-fast), 2 usage error, 130 on Ctrl-C (run again to resume).
 """
 
-_SIZE = re.compile(r"(\d+)([kmgt]?)i?b?", re.IGNORECASE)
-
-
-def parse_size(text: str) -> int:
-    """``4096``, ``64K``, ``32M``, ``1G`` (powers of 1024)."""
-    match = _SIZE.fullmatch(text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 4096, 64K, 32M, 1G)")
-    suffix: str = match[2].lower() or " "
-    return int(match[1]) * (1 << (10 * " kmgt".index(suffix)))
 
 
 class _RuleAction(argparse.Action):

@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from procpool import Pool, cpu_count
-from procpool._cli import CommandError
-from procpool._cli.copy.command import parse_size
+from procpool._cli import CommandError, parse_size
 from procpool._cli.scan.ranges import (
     GrepJob,
     GrepResult,
