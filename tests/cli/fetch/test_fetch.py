@@ -6,6 +6,7 @@ that act midway synchronize on the command's progress lines, never on sleeps.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
@@ -75,12 +76,13 @@ def test_every_fault_ends_in_exactly_one_record(server: WebServer, tmp_path: Pat
     for url, path in urls.items():
         status, attempts, error = FAULTS[path]
         got = found[url]
-        assert (got["status"], got["attempts"]) == (status, attempts), (path, got)
+        hits = [(h.status, round(h.end - h.start, 3)) for h in server.hits(path)]
+        assert (got["status"], got["attempts"]) == (status, attempts), (path, got, hits)
         assert (got["error"] is None) if error is None else (error in got["error"]), (path, got)
     bomb = next(r for u, r in found.items() if urls[u] == "/gzip-bomb")
     assert bomb["bytes"] == 2**20
     assert len(server.hits("/status/403")) == 1  # a 4xx is final
-    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as db:
         assert db.execute("SELECT count(*), count(DISTINCT url) FROM results").fetchone() == (
             len(urls),
             len(urls),
@@ -107,13 +109,13 @@ def test_per_host_limit_holds_at_the_server(server: WebServer, tmp_path: Path) -
 
 def test_rate_spaces_requests_per_host(server: WebServer, tmp_path: Path) -> None:
     urls = [server.url(f"/size/{i}") for i in range(1, 7)]
-    done = fetch("-", "--rate", "5", "--per-host", "4", cwd=tmp_path, stdin="\n".join(urls))
+    args = ["-", "-j", "1", "--rate", "5", "--per-host", "4"]
+    done = fetch(*args, cwd=tmp_path, stdin="\n".join(urls))
     assert done.returncode == 0, done.stderr
     starts = sorted(hit.start for hit in server.hits("/size/"))
     gaps = [b - a for a, b in itertools.pairwise(starts)]
-    # The parent spaces the starts 0.2 s apart; the server sees them with some jitter, and
-    # the first one late by the worker's start (so only the later gaps are exact).
-    assert len(starts) == 6 and min(gaps[1:]) >= 0.15 and sum(gaps[1:]) >= 0.75, gaps
+    # The parent spaces the starts 0.2 s apart; the server sees them with some jitter.
+    assert len(starts) == 6 and min(gaps) >= 0.15 and sum(gaps) >= 0.95, gaps
 
 
 def _graph(server: WebServer) -> None:
@@ -200,7 +202,7 @@ def test_output_error_is_reported_and_nothing_is_lost(server: WebServer, tmp_pat
     assert "cannot write /dev/full" in broken.stderr
     again = fetch("urls.txt", "--db", "r.sqlite", "--out", "-", cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as db:
         stored = [row[0] for row in db.execute("SELECT url FROM results")]
     assert sorted(stored) == sorted(urls)
     assert len(server.hits("/size/")) == len(urls)  # what the first run stored was kept
@@ -242,12 +244,12 @@ def test_resume_after_a_stop_has_no_duplicates_or_gaps(
         assert proc.stderr is not None
         proc.stderr.close()
     assert status == (-9 if how == "SIGKILL" else 130)
-    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as db:
         first = db.execute("SELECT count(*) FROM results").fetchone()[0]
     assert 0 < first < len(urls)
     again = fetch(*args, cwd=tmp_path)
     assert again.returncode == 0, again.stderr
-    with sqlite3.connect(tmp_path / "r.sqlite") as db:
+    with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as db:
         rows = [row[0] for row in db.execute("SELECT url FROM results WHERE status = 200")]
     assert sorted(rows) == sorted(urls)
     assert f"{first:,} already in the database" in again.stderr or how == "SIGKILL"

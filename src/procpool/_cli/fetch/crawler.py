@@ -34,7 +34,7 @@ from procpool._cli.fetch.report import Progress, Stats
 from procpool._cli.fetch.robots import RobotsKeeper
 from procpool._cli.fetch.schedule import RETRY_STATUSES, Hosts, Job, Retries
 from procpool._cli.fetch.source import END, Source
-from procpool._cli.fetch.worker import Outcome, Request, Settings, fetch_batch, warm_up
+from procpool._cli.fetch.worker import Outcome, Request, Settings, fetch_batch, ready, warm_up
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +109,10 @@ class Crawler:
         with self.inbox.catching_signals():
             pool = Pool(self.plan.jobs, initializer=warm_up, initargs=(self.plan.settings,))
             try:
+                # One worker ready (httpx imported, client made) before the first
+                # request: a cold start would delay the first requests and bunch them
+                # at the server, under --rate too.
+                pool.apply(ready)
                 if self.source is not None:
                     self.source.start()
                 for seed in self.plan.seeds:
