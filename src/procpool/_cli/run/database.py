@@ -193,12 +193,19 @@ class RunDB:
             raise DbError(f"cannot create the database {path}: no directory {directory}")
         try:
             conn = _connect(path, False, _START_BUSY_TIMEOUT)
-            db = cls(conn, path)
+        except sqlite3.Error as exc:
+            raise DbError(explain(exc, path)) from None
+        db = cls(conn, path)
+        try:
             db._check_schema(create=True)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as exc:
+            conn.close()  # (3.13 warns of a connection left to the collector)
             raise DbError(explain(exc, path)) from None
+        except BaseException:
+            conn.close()
+            raise
         return db
 
     @classmethod
@@ -209,9 +216,16 @@ class RunDB:
         uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
         try:
             db = cls(_connect(uri, True, _START_BUSY_TIMEOUT), path)
-            db._check_schema(create=False)
         except sqlite3.Error as exc:
             raise DbError(explain(exc, path)) from None
+        try:
+            db._check_schema(create=False)
+        except sqlite3.Error as exc:
+            db.conn.close()
+            raise DbError(explain(exc, path)) from None
+        except BaseException:
+            db.conn.close()
+            raise
         return db
 
     def _check_schema(self, create: bool) -> None:
