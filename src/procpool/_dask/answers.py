@@ -12,15 +12,11 @@ import logging
 from typing import Any
 
 from procpool._core.errors import (
-    UNSENT_RESULT,
-    RemoteError,
-    RemoteTraceback,
     SerializationError,
     WorkerLostError,
 )
 from procpool._core.task import DISCARD, Task
 from procpool._worker import serialize
-from procpool._worker.wire import ErrorReport
 
 log = logging.getLogger("procpool")
 
@@ -70,28 +66,13 @@ def decode(answer: tuple[bool, bytes]) -> tuple[bool, Any]:
     """``(ok, value or exception)`` from one ``(ok, blob)`` answer."""
     ok, blob = answer
     if not ok:
-        return False, rebuild_error(blob)
+        return False, serialize.rebuild_error(blob)
     try:
         return True, serialize.loads(blob)
     except BaseException as exc:
         return False, SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
 
 
-def rebuild_error(blob: bytes) -> BaseException:
-    """A worker's ErrorReport as its exception, the worker's traceback as cause."""
-    report: ErrorReport = serialize.loads(blob)
-    exc: BaseException | None = None
-    if report.exc is not None:
-        try:
-            exc = serialize.loads(report.exc)
-        except BaseException:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(report.type_name, report.message)
-    exc.__cause__ = RemoteTraceback(report.traceback)
-    if report.unsent is not None:
-        setattr(exc, UNSENT_RESULT, report.unsent)  # (a Pool makes it a MaybeEncodingError)
-    return exc
 
 
 def lost(task: Task, killed: BaseException) -> WorkerLostError:

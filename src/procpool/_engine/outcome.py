@@ -8,10 +8,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from procpool._core.errors import UNSENT_RESULT, RemoteError, RemoteTraceback, SerializationError
+from procpool._core.errors import SerializationError
 from procpool._core.task import DISCARD, Sink, Task
 from procpool._worker import serialize
-from procpool._worker.wire import ErrorReport, Payload
+from procpool._worker.wire import Payload
 
 log = logging.getLogger("procpool")
 
@@ -38,7 +38,7 @@ def deliver(sink: Sink, index: int, ok: bool, value: Any) -> None:
 def decode(ok: bool, payload: Payload) -> tuple[bool, Any]:
     """A RESULT (``ok``) or ERROR payload, decoded: (ok, value or exception)."""
     if not ok:
-        return False, rebuild_error(payload)
+        return False, serialize.rebuild_error(payload)
     try:
         return True, serialize.loads(payload)
     except BaseException as exc:
@@ -49,18 +49,3 @@ def unpickle_error(exc: BaseException) -> SerializationError:
     return SerializationError("unpickle result", f"{type(exc).__name__}: {exc}")
 
 
-def rebuild_error(payload: Payload) -> BaseException:
-    """Turn a worker's ErrorReport back into an exception, with its traceback as cause."""
-    report: ErrorReport = serialize.loads(payload)
-    exc: BaseException | None = None
-    if report.exc is not None:
-        try:
-            exc = serialize.loads(report.exc)
-        except BaseException:
-            exc = None
-    if not isinstance(exc, BaseException):
-        exc = RemoteError(report.type_name, report.message)
-    exc.__cause__ = RemoteTraceback(report.traceback)
-    if report.unsent is not None:
-        setattr(exc, UNSENT_RESULT, report.unsent)  # (a Pool makes it a MaybeEncodingError)
-    return exc

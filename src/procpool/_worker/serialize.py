@@ -21,6 +21,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from procpool._core.errors import UNSENT_RESULT, RemoteError, RemoteTraceback
 from procpool._worker import shm
 from procpool._worker.wire import ErrorReport
 
@@ -305,3 +306,21 @@ _short_repr = _REPR.repr
 
 #: A short name for a callable, cached per function.
 describe = _PerFunction(_describe)
+
+
+def rebuild_error(payload: Any) -> BaseException:
+    """Turn a worker's ErrorReport back into an exception, with its traceback as cause
+    (for both backends: the local engine and Dask)."""
+    report: ErrorReport = loads(payload)
+    exc: BaseException | None = None
+    if report.exc is not None:
+        try:
+            exc = loads(report.exc)
+        except BaseException:
+            exc = None
+    if not isinstance(exc, BaseException):
+        exc = RemoteError(report.type_name, report.message)
+    exc.__cause__ = RemoteTraceback(report.traceback)
+    if report.unsent is not None:
+        setattr(exc, UNSENT_RESULT, report.unsent)  # (a Pool makes it a MaybeEncodingError)
+    return exc
