@@ -17,6 +17,8 @@ Routes (``?lat=MS`` adds latency to any of them; ``server.latency`` to all):
   /fault/short            Content-Length 1000, 500 bytes sent, connection closed
   /fault/drip             one byte every 0.2 s, forever
   /fault/hang             no answer at all
+  /fault/hold?n=K         the first K: no answer, and ``server.held`` gets the client's
+                          port; then 200
   /redirect/loop/a        302 to b, b to a
   /redirect/to?u=URL      302 to URL
   /gzip-bomb              64 MiB of zeros, gzipped (64 KiB on the wire)
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import queue
 import socket
 import struct
 import threading
@@ -63,6 +66,7 @@ class WebServer:
         self._counts: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._bomb = b""
+        self.held: queue.SimpleQueue[int] = queue.SimpleQueue()  # client ports, /fault/hold
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -190,6 +194,9 @@ class WebServer:
     async def _fault(self, kind: str, query: dict[str, str], nth: int,
                      writer: asyncio.StreamWriter) -> int:  # fmt: skip
         failing = nth <= int(query.get("n", 1))
+        if kind == "hold" and failing:
+            self.held.put(writer.get_extra_info("peername")[1])
+            await asyncio.Event().wait()
         if kind in ("503", "429") and failing:
             extra = {"Retry-After": query.get("ra", "1")}
             return await _send(writer, int(kind), b"busy", extra)

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fetch_helpers import by_url, fetch, records
+from fetch_helpers import by_url, fetch, owner_of_connection, records
 from fetch_webserver import WebServer
 
 
@@ -253,6 +253,30 @@ def test_resume_after_a_stop_has_no_duplicates_or_gaps(
         rows = [row[0] for row in db.execute("SELECT url FROM results WHERE status = 200")]
     assert sorted(rows) == sorted(urls)
     assert f"{first:,} already in the database" in again.stderr or how == "SIGKILL"
+
+
+def test_a_worker_killed_mid_request_costs_only_a_retry(
+    server: WebServer, tmp_path: Path
+) -> None:
+    held = server.url("/fault/hold?n=1")
+    urls = [held] + [server.url(f"/size/{n}?lat=20", host=1 + n % 4) for n in range(1, 41)]
+    (tmp_path / "urls.txt").write_text("\n".join(urls))
+    proc = _start(["urls.txt", "--out", "out.jsonl", "-j", "2", "--per-host", "4"], tmp_path)
+    try:
+        port = server.held.get(timeout=30)  # the request is in a worker, unanswered
+        os.kill(owner_of_connection(port, proc.pid), signal.SIGKILL)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+    found = by_url((tmp_path / "out.jsonl").read_text())
+    assert set(found) == set(urls)
+    assert all(r["status"] == 200 and r["error"] is None for r in found.values())
+    assert found[held]["attempts"] == 2  # the killed worker's request, fetched again
+    assert all(r["attempts"] <= 2 for r in found.values())  # only the lost ones again
 
 
 def test_usage_errors(tmp_path: Path) -> None:

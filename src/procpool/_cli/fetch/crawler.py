@@ -1,4 +1,4 @@
-"""The parent's loop: admit URLs, hand batches to workers, settle each outcome.
+"""The parent's loop: admit URLs, hand requests to workers, settle each outcome.
 
 ::
 
@@ -6,18 +6,21 @@
   --crawl seeds ──────────────────────────────┘   ▲              robots.txt, --per-host,
                                                   │ links        --rate, Crawl-delay)
                                                   │                   │ take (≤ --per-worker)
-  Outputs ◀─ record ◀─ settle ◀─ inbox ◀─ callback thread ◀─ Pool: fetch_batch(settings, reqs)
+                                                                      │ a Queue per session
+  Outputs ◀─ record ◀─ settle ◀─ inbox ◀─ pump threads ◀─ Pool: one session per worker
   (jsonl/text, sqlite)   │  retry? ─▶ Retries (heap of due times) ─▶ Hosts
                          └ redirect? ─▶ next hop ─▶ Hosts
 
-Only the main thread touches these tables; the pool's callback thread and the input
-reader post to the :class:`Inbox`, the one wait of the loop, whose deadline is the
-nearest timer (a retry, a host's next slot under --rate, the next commit).
+Each worker runs a session for the whole run: the parent sends a request to a session
+the moment its host's limits allow it, and each outcome comes back the moment it
+finishes (:mod:`~procpool._cli.fetch.sessions`). Only the main thread touches these
+tables; the sessions' pump threads and the input reader post to the :class:`Inbox`,
+the one wait of the loop, whose deadline is the nearest timer (a retry, a host's next
+slot under --rate, the next commit).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import itertools
 import json
@@ -26,15 +29,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from procpool import Pool, TaskTimeoutError, WorkerLostError
+from procpool import Pool, WorkerLostError
 from procpool._cli.fetch.inbox import Inbox
 from procpool._cli.fetch.links import check_url, host_key
 from procpool._cli.fetch.output import COMMIT_EVERY, Outputs, Record
 from procpool._cli.fetch.report import Progress, Stats
 from procpool._cli.fetch.robots import RobotsKeeper
 from procpool._cli.fetch.schedule import RETRY_STATUSES, Hosts, Job, Retries
+from procpool._cli.fetch.sessions import Session, Sessions
 from procpool._cli.fetch.source import END, Source
-from procpool._cli.fetch.worker import Outcome, Request, Settings, fetch_batch, ready, warm_up
+from procpool._cli.fetch.worker import Outcome, Request, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +84,7 @@ class Crawler:
         self._done: set[int] = set()
         self._stored_links: dict[str, str] = {}
         self._seed_hosts = {host_key(seed) for seed in plan.seeds}
-        self._batches: dict[int, list[Job]] = {}
-        self._ids = itertools.count()
+        self.sessions: Sessions | None = None
         self._index = itertools.count()
         self.inflight = 0
         self._admitted = 0
@@ -107,22 +110,23 @@ class Crawler:
     def run(self) -> str:
         how = "stopped"
         with self.inbox.catching_signals():
-            pool = Pool(self.plan.jobs, initializer=warm_up, initargs=(self.plan.settings,))
+            pool = Pool(self.plan.jobs)
             try:
-                # One worker ready (httpx imported, client made) before the first
-                # request: a cold start would delay the first requests and bunch them
-                # at the server, under --rate too.
-                pool.apply(ready)
+                # Requests go only to sessions that said they are ready (httpx imported,
+                # client made): a cold start would delay the first requests and bunch
+                # them at the server, under --rate too.
+                self.sessions = Sessions(pool, self.plan.settings, self.plan.jobs,
+                                         self.plan.per_worker, self.inbox.post)  # fmt: skip
                 if self.source is not None:
                     self.source.start()
                 for seed in self.plan.seeds:
                     self._admit(seed, 0)
-                how = self._loop(pool)
+                how = self._loop()
             finally:
                 self._shutdown(pool, how)
         return how
 
-    def _loop(self, pool: Pool) -> str:
+    def _loop(self) -> str:
         next_commit = time.monotonic() + COMMIT_EVERY
         while True:
             now = time.monotonic()
@@ -131,7 +135,7 @@ class Crawler:
                 self._admit_input()
                 for job in self.retries.due(now):
                     self._enqueue(job)
-            wake = self._dispatch(pool, now) if self.stop_reason is None else None
+            wake = self._dispatch(now) if self.stop_reason is None else None
             if self._finished(now):
                 return "finished" if self.stop_reason is None else "interrupted"
             if now >= next_commit:
@@ -165,16 +169,19 @@ class Crawler:
 
     def _finished(self, now: float) -> bool:
         if self.stop_reason is not None:
-            return not self._batches or now >= self._grace_until
+            return not self.inflight or now >= self._grace_until
         return (self._input_done and not self.hosts.waiting and not self.retries
-                and not self._batches)  # fmt: skip
+                and not self.inflight)  # fmt: skip
 
     def _shutdown(self, pool: Pool, how: str) -> None:
-        if how == "finished":
+        if how == "finished" and self.sessions is not None:
+            self.sessions.finish()
             pool.close()
         else:
             pool.terminate()
         pool.join()
+        if self.sessions is not None:
+            self.sessions.close()
         if self.source is not None:
             self.source.stop()
         self.progress.clear()
@@ -231,19 +238,26 @@ class Crawler:
             if not self.plan.same_host or host_key(link) in self._seed_hosts:
                 self._admit(link, depth + 1)
 
-    # -- batches
+    # -- requests
 
-    def _dispatch(self, pool: Pool, now: float) -> float | None:
+    def _dispatch(self, now: float) -> float | None:
+        """Send sessions with room every job its host lets start now; when to look again."""
+        assert self.sessions is not None
         wake = None
-        while len(self._batches) < 2 * self.plan.jobs and self.inflight < self.plan.max_inflight:
-            room = min(self.plan.per_worker, self.plan.max_inflight - self.inflight)
-            jobs, wake = self.hosts.take(now, room)
+        for s, room in self.sessions.room():
+            room = min(room, self.plan.max_inflight - self.inflight)
+            if room <= 0:
+                break
+            jobs, blocked_until = self.hosts.take(now, room)
+            if blocked_until is not None:
+                wake = blocked_until if wake is None else min(wake, blocked_until)
             if not jobs:
                 break
-            self._submit(pool, jobs)
+            self._submit(s, jobs)
         return wake
 
-    def _submit(self, pool: Pool, jobs: list[Job]) -> None:
+    def _submit(self, s: Session, jobs: list[Job]) -> None:
+        assert self.sessions is not None
         links = self.plan.depth > 0
         requests = [
             Request(job.hop, want_links=links and job.depth < self.plan.depth and not job.robots,
@@ -253,33 +267,38 @@ class Crawler:
         for job in jobs:
             job.attempts += 1
             job.tries += 1
-        batch = next(self._ids)
-        self._batches[batch] = jobs
         self.inflight += len(jobs)
-        pool.apply_async(
-            fetch_batch, (self.plan.settings, requests),
-            callback=functools.partial(self._post, "done", batch),
-            error_callback=functools.partial(self._post, "lost", batch),
-        )  # fmt: skip
-
-    def _post(self, kind: str, batch: int, value: Any) -> None:
-        self.inbox.post((kind, batch, value))  # the pool's callback thread
+        self.sessions.send(s, jobs, requests)
 
     def _on_event(self, event: Any) -> None:
         if event is None:  # the input reader woke us: lines are waiting
             return
-        kind, batch, value = event
-        jobs = self._batches.pop(batch)
-        self.inflight -= len(jobs)
-        if kind == "done":
-            outcomes = value
+        assert self.sessions is not None
+        kind, s, value = event
+        if kind == "values":
+            settled = self.sessions.values(s, value)
+        elif kind == "ended":
+            self.sessions.ended(s)
+            return
         else:
-            retry = isinstance(value, WorkerLostError | TaskTimeoutError)
-            error = f"{type(value).__name__}: {value}"
-            outcomes = [Outcome(None, error=error, retryable=retry) for _ in jobs]
-        for job, outcome in zip(jobs, outcomes, strict=True):
+            settled = self._lost(s, value)
+        for job, outcome in settled:
+            self.inflight -= 1
             self.hosts.finished(job)
             self._settle(job, outcome)
+
+    def _lost(self, s: Session, error: BaseException) -> list[tuple[Job, Outcome]]:
+        """A session ended in an error: its requests fail (a killed worker's may be
+        retried) and a new session takes its place; any other error stops the run."""
+        assert self.sessions is not None
+        jobs = self.sessions.lost(s)
+        worker_lost = isinstance(error, WorkerLostError)
+        text = f"{type(error).__name__}: {error}"
+        if worker_lost and self.stop_reason is None:
+            self.sessions.open()
+        elif not worker_lost:
+            self._stop(f"a fetch worker failed: {text}", time.monotonic())
+        return [(job, Outcome(None, error=text, retryable=worker_lost)) for job in jobs]
 
     # -- outcomes
 

@@ -1,12 +1,14 @@
-"""The worker side of ``procpool fetch``: a batch of requests, all in flight at once.
+"""The worker side of ``procpool fetch``: a session that keeps requests in flight.
 
-Each worker process keeps one asyncio loop and one ``httpx.AsyncClient`` (a per-process
-global, made on the first batch), so connections stay alive from batch to batch. A
-batch is one procpool task: ``fetch_batch(settings, requests)`` runs its requests
-concurrently and returns one :class:`Outcome` each; it never raises for a request's
-failure, and it never waits to retry (the parent schedules retries). Redirects are not
-followed here: a 3xx comes back with its ``location``, and the parent schedules the next
-hop under the same per-host limits.
+Each worker runs one :func:`session` for the whole run (a streaming procpool task): it
+takes ``(id, Request)`` pairs from its own ``procpool.Queue`` the moment the parent
+sends them, starts each at once on this process's asyncio loop and ``httpx.AsyncClient``
+(kept across sessions, so connections stay alive), and yields each outcome as it
+finishes. Nothing waits for a slower neighbour: a slot freed by one response is the
+parent's to refill at once. A request's failure is an :class:`Outcome`, never an
+exception, and the session never waits to retry (the parent schedules retries).
+Redirects are not followed here: a 3xx comes back with its ``location``, and the parent
+schedules the next hop under the same per-host limits.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import contextlib
 import email.utils
 import hashlib
 import os
+import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +34,7 @@ _TEXT_CAP = 512 * 1024  # robots.txt bodies travel back whole, up to this
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """What every request of a run shares (sent with each batch: a few dozen bytes)."""
+    """What every request of a run shares (sent once, when a session starts)."""
 
     connect_timeout: float
     read_timeout: float
@@ -67,26 +71,11 @@ class Outcome:
 
 
 class _State:
-    """This process's loop and client, kept across batches."""
+    """This process's loop and client, kept across sessions."""
 
     loop: asyncio.AbstractEventLoop | None = None
     client: Any = None
     settings: Settings | None = None
-
-
-def warm_up(settings: Settings) -> None:
-    """The pool's initializer: import httpx and make the client before the first batch
-    (the imports take ~150 ms, which would otherwise delay the first requests and bunch
-    them up at the server). httpcore imports its anyio backend on the first request."""
-    _client_for(settings)
-    with contextlib.suppress(ImportError):
-        import anyio._backends._asyncio  # noqa: F401
-        import httpcore._backends.anyio  # noqa: F401
-
-
-def ready() -> bool:
-    """A task that returns once its worker has run ``warm_up``."""
-    return _State.client is not None
 
 
 def _client_for(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Any]:
@@ -100,14 +89,89 @@ def _client_for(settings: Settings) -> tuple[asyncio.AbstractEventLoop, Any]:
     return _State.loop, _State.client
 
 
-def fetch_batch(settings: Settings, requests: list[Request]) -> list[Outcome]:
-    """Run ``requests`` concurrently in this worker; one Outcome each, in order."""
+def session(settings: Settings, requests: Any) -> Iterator[list[tuple[int, Outcome]]]:
+    """Fetch what arrives on ``requests`` (lists of ``(id, Request)``) until ``None``.
+
+    Yields lists of ``(id, Outcome)``, the requests finished since the last yield; the
+    first list is empty and means "ready" (httpx imported, the client made), so the
+    parent sends nothing to a worker still starting. After ``None`` (or once the
+    queue is closed) the session ends when its requests are done."""
     loop, client = _client_for(settings)
-    return loop.run_until_complete(_all(client, settings, requests))
+    with contextlib.suppress(ImportError):  # httpcore imports these on its first request
+        import anyio._backends._asyncio  # noqa: F401
+        import httpcore._backends.anyio  # noqa: F401
+    yield []
+    runner = _Session(loop, client, settings)
+    threading.Thread(target=runner.read, args=(requests,), daemon=True,
+                     name="procpool-fetch-requests").start()  # fmt: skip
+    try:
+        while (finished := loop.run_until_complete(runner.next_finished())) is not None:
+            yield finished
+    finally:
+        runner.close()
 
 
-async def _all(client: Any, settings: Settings, requests: list[Request]) -> list[Outcome]:
-    return list(await asyncio.gather(*(_guarded(client, r, settings) for r in requests)))
+class _Session:
+    """One session's requests in flight. Everything but :meth:`read` runs in the loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, client: Any, settings: Settings):
+        self._loop = loop
+        self._client = client
+        self._settings = settings
+        self._finished: list[tuple[int, Outcome]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._active = 0
+        self._open = True
+        self._closed = False
+        self._wake = asyncio.Event()
+
+    def read(self, requests: Any) -> None:
+        """The reader thread: hand each arriving list to the loop; end on None."""
+        while True:
+            try:
+                item = requests.get()
+            except (ValueError, OSError):  # the queue was closed, or its owner is gone
+                item = None
+            self._loop.call_soon_threadsafe(self._start, item)
+            if item is None:
+                return
+
+    def _start(self, item: list[tuple[int, Request]] | None) -> None:
+        if self._closed:
+            return
+        if item is None:
+            self._open = False
+            self._wake.set()
+            return
+        for ident, request in item:
+            self._active += 1
+            task = self._loop.create_task(self._one(ident, request))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _one(self, ident: int, request: Request) -> None:
+        outcome = await _guarded(self._client, request, self._settings)
+        self._active -= 1
+        self._finished.append((ident, outcome))
+        self._wake.set()
+
+    async def next_finished(self) -> list[tuple[int, Outcome]] | None:
+        """The outcomes finished since the last call (waiting for one); None at the end."""
+        while not self._finished:
+            if not self._open and not self._active:
+                return None
+            self._wake.clear()
+            await self._wake.wait()
+        finished, self._finished = self._finished, []
+        return finished
+
+    def close(self) -> None:
+        """The session was ended early: cancel what is still in flight."""
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            self._loop.run_until_complete(asyncio.gather(*self._tasks, return_exceptions=True))
 
 
 def _make_client(settings: Settings) -> Any:
