@@ -30,19 +30,30 @@ import procpool
 PROCPOOL = [sys.executable, "-m", "procpool"]
 
 
+SETTLE = 1.0  # seconds after a sync and a cache drop before the clock starts
+
+
 def drop_caches() -> bool:
+    """Sync, drop the page cache, then let the disk settle: the previous run's deleted
+    tree is still being discarded (ext4 ``discard``) and would slow whichever
+    contender comes next by up to 3x."""
     subprocess.run(["sync"], check=True)
     try:
         with open("/proc/sys/vm/drop_caches", "w") as f:
             f.write("3\n")
-        return True
+        dropped = True
     except OSError:
-        return False
+        dropped = False
+    time.sleep(SETTLE)
+    return dropped
 
 
 def timed(command: list[str], cold: bool) -> float:
     if cold:
         drop_caches()
+    else:
+        subprocess.run(["sync"], check=True)
+        time.sleep(SETTLE)
     started = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     subprocess.run(["sync"], check=True)
@@ -80,10 +91,13 @@ def bench_tree(name: str, src: Path, dst: Path, repeat: int, cold: bool) -> dict
     for jobs in (1, 2):
         tools[f"procpool copy -j{jobs}"] = [*PROCPOOL, "copy", "-a", f"-j{jobs}", "-T",
                                             str(src), str(dst)]  # fmt: skip
-    results = {}
-    for label, command in tools.items():
-        results[label] = median_of(repeat, lambda c=command: timed(c, cold),
-                                   lambda: shutil.rmtree(dst, ignore_errors=True))  # fmt: skip
+    runs: dict[str, list[float]] = {label: [] for label in tools}
+    for _ in range(repeat):  # interleaved, so a slow spell of the disk hits every row
+        for label, command in tools.items():
+            shutil.rmtree(dst, ignore_errors=True)
+            runs[label].append(timed(command, cold))
+    shutil.rmtree(dst, ignore_errors=True)
+    results = {label: statistics.median(times) for label, times in runs.items()}
     size = sum(p.stat().st_size for p in src.rglob("*") if p.is_file())
     print(f"\n{name}: {size / MIB:,.0f} MiB in {sum(1 for _ in src.rglob('*')):,} entries")
     base = results["cp -a"]

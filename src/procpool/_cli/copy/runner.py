@@ -95,15 +95,19 @@ def is_sparse(st: os.stat_result) -> bool:
 
 
 def work_list(files: list[Entry], sizes: Sizes) -> deque[Work]:
-    """Big files (chunked) then batches of the others, largest first."""
-    files = sorted(files, key=lambda e: e.st.st_size, reverse=True)
-    work: deque[Work] = deque()
+    """Big files (chunked), largest first, then batches of the others by directory.
+
+    A batch holds files of one directory in inode order: two workers then write into
+    different directories (creating and renaming in the same one contend for its
+    lock), and a cold read goes through each directory's inodes in disk order."""
+    big = sorted((e for e in files if e.st.st_size >= sizes.chunk_cutoff),
+                 key=lambda e: e.st.st_size, reverse=True)  # fmt: skip
+    work: deque[Work] = deque(BigFile(entry, is_sparse(entry.st)) for entry in big)
+    small = sorted((e for e in files if e.st.st_size < sizes.chunk_cutoff),
+                   key=lambda e: (os.path.dirname(e.dst), e.st.st_ino))  # fmt: skip
     batch: list[FileJob] = []
     batch_bytes = 0
-    for entry in files:
-        if entry.st.st_size >= sizes.chunk_cutoff:
-            work.append(BigFile(entry, is_sparse(entry.st)))
-            continue
+    for entry in small:
         batch.append(FileJob(entry.src, entry.dst, entry.st.st_size, is_sparse(entry.st)))
         batch_bytes += entry.st.st_size
         if len(batch) >= sizes.batch_files or batch_bytes >= sizes.batch_bytes:

@@ -127,15 +127,42 @@ def link_meta(dst: str, st: os.stat_result, settings: Settings) -> None:
 
 
 def copy_files(jobs: tuple[FileJob, ...], settings: Settings) -> list[Outcome]:
-    """Copy a batch of whole files, each through its temporary name."""
-    return [copy_file(job, settings) for job in jobs]
+    """Copy a batch of whole files, each through its temporary name.
+
+    Every source is opened first and its reading started (``POSIX_FADV_WILLNEED``),
+    so on a cold cache the disk reads the whole batch at once, not one file after
+    another while each copy waits for its own."""
+    opened: list[int | OSError] = []
+    try:
+        for job in jobs:
+            opened.append(_open_ahead(job))
+        return [copy_file(job, settings, src) for job, src in zip(jobs, opened, strict=True)]
+    finally:
+        for src in opened:
+            if isinstance(src, int):
+                os.close(src)
 
 
-def copy_file(job: FileJob, settings: Settings) -> Outcome:
-    """Copy one file: write the temporary, verify, set metadata, rename into place."""
-    tmp = temp_name(job.dst, "tmp")
+def _open_ahead(job: FileJob) -> int | OSError:
     try:
         src = os.open(job.src, _O_READ)
+    except OSError as exc:
+        return exc
+    try:
+        os.posix_fadvise(src, 0, job.size, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # a hint only
+    return src
+
+
+def copy_file(job: FileJob, settings: Settings, opened: int | OSError | None = None) -> Outcome:
+    """Copy one file: write the temporary, verify, set metadata, rename into place
+    (from ``opened``, the source already open, when given; the caller closes it)."""
+    tmp = temp_name(job.dst, "tmp")
+    if isinstance(opened, OSError):
+        return Outcome(job.dst, error=f"cannot open: {describe(opened)}")
+    try:
+        src = os.open(job.src, _O_READ) if opened is None else opened
     except OSError as exc:
         return Outcome(job.dst, error=f"cannot open: {describe(exc)}")
     try:
@@ -149,7 +176,8 @@ def copy_file(job: FileJob, settings: Settings) -> Outcome:
         _unlink(tmp)
         return Outcome(job.dst, error=describe(exc))
     finally:
-        os.close(src)
+        if opened is None:
+            os.close(src)
 
 
 def _write_whole(src: int, st: os.stat_result, job: FileJob, tmp: str,
