@@ -107,13 +107,13 @@ def bench_tree(name: str, src: Path, dst: Path, repeat: int, cold: bool) -> dict
     return results
 
 
-def bench_scan(work: Path, repeat: int) -> None:
+def bench_scan(work: Path, repeat: int, mib: int) -> None:
     path = work / "lines.txt"
     rng_lines = [b"alpha beta gamma %d error\n" % i if i % 7 == 0 else b"x" * (i % 60) + b"\n"
                  for i in range(100_000)]  # fmt: skip
     block = b"".join(rng_lines)
     with open(path, "wb") as f:
-        for _ in range(max(1, (256 * MIB) // len(block))):
+        for _ in range(max(1, (mib * MIB) // len(block))):
             f.write(block)
     subprocess.run(["cat", str(path)], stdout=subprocess.DEVNULL, check=True)  # warm
     size = path.stat().st_size
@@ -162,6 +162,8 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/procpool-bench", type=Path)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--big-mib", type=int, default=256)
+    parser.add_argument("--scan-mib", default="256,4096",
+                        help="sizes of the scanned files, MiB (default 256,4096)")  # fmt: skip
     args = parser.parse_args()
     work: Path = args.dir
     shutil.rmtree(work, ignore_errors=True)
@@ -182,7 +184,8 @@ def main() -> None:
                  "mixed tree": mixed(work / "mixed", scale=40)}  # fmt: skip
         for name, src in trees.items():
             bench_tree(name, src, work / "dst", args.repeat, cold)
-        bench_scan(work, args.repeat)
+        for mib in map(int, args.scan_mib.split(",")):
+            bench_scan(work, args.repeat, mib)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

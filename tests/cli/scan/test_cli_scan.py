@@ -111,3 +111,23 @@ def test_bad_input(tmp_path: Path, args: list[str], status: int, message: bytes)
                             capture_output=True, timeout=TIMEOUT)  # fmt: skip
     assert result.returncode == status
     assert message in result.stderr
+
+
+def test_vectorized_and_scalar_newline_counts_agree(tmp_path: Path) -> None:
+    from procpool._cli.scan import ranges
+
+    path = make_file(tmp_path / "big.txt", 11, False)
+    path.write_bytes(path.read_bytes() * 20)  # several 1 MiB buffers, and a partial one
+    data = path.read_bytes()
+    cuts = [
+        (0, len(data)),
+        (1, len(data) - 1),
+        (1000, 1000 + 3 * 2**20 + 5),
+        (len(data) - 1, len(data)),
+        (5, 5),
+    ]
+    for start, end in cuts:
+        scalar = ranges.count_newlines(ranges.ScanJob(str(path), start, end, len(data)))
+        vector = ranges.count_newlines(ranges.ScanJob(str(path), start, end, ranges._VECTOR_MIN))
+        assert scalar == vector == data[start:end].count(b"\n"), (start, end)
+    assert set(ranges._counters) == {False, True}  # both ways were taken

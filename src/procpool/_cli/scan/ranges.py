@@ -6,6 +6,11 @@ it is 0, the end of the file, or just after a newline, else it moves past the ne
 newline). The neighbour sharing a boundary computes the same position, so every line
 belongs to exactly one range (the one holding its first byte): none is split, none is
 counted twice. Counting newlines needs no alignment at all.
+
+Counting: ``bytearray.count`` is a scalar loop (about 2 GB/s a core). When NumPy is
+installed and the file is large enough to repay importing it (``_VECTOR_MIN``), each
+1 MiB buffer is compared with ``numpy.equal`` into a reused scratch array and counted
+with ``count_nonzero``, both vectorized (about 5 GB/s a core, including the read).
 """
 
 from __future__ import annotations
@@ -13,9 +18,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 _BUFFER = 1 << 20
+_VECTOR_MIN = 1 << 30  # file bytes from which importing NumPy (~60 ms) pays for itself
 _PIECE = 4 << 20  # grep works on pieces of this size, cut at a line end
 
 
@@ -64,20 +72,60 @@ def align(fd: int, position: int, size: int) -> int:
 
 def count_newlines(job: ScanJob) -> int:
     """The newlines in the range, as ``wc -l`` counts them."""
+    vector = job.size >= _VECTOR_MIN and _numpy() is not None
     fd = os.open(job.path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        buffer = bytearray(_BUFFER)
+        buffer, count_in = _counter(vector)
         count, position = 0, job.start
         while position < job.end:
             n = os.preadv(fd, [buffer], position)
             if n == 0:
                 break
             n = min(n, job.end - position)
-            count += buffer.count(b"\n") if n == len(buffer) else buffer[:n].count(b"\n")
+            count += count_in(n)
             position += n
         return count
     finally:
         os.close(fd)
+
+
+_counters: dict[bool, tuple[bytearray, Callable[[int], int]]] = {}
+
+
+def _counter(vector: bool) -> tuple[bytearray, Callable[[int], int]]:
+    """This process's read buffer and the function counting newlines in its first n
+    bytes (kept from task to task: a fresh 1 MiB buffer per 16 MiB block costs)."""
+    if vector not in _counters:
+        buffer = bytearray(_BUFFER)
+        count = _vector_counter(_numpy(), buffer) if vector else _scalar_counter(buffer)
+        _counters[vector] = buffer, count
+    return _counters[vector]
+
+
+def _numpy() -> Any:
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+def _scalar_counter(buffer: bytearray) -> Callable[[int], int]:
+    def count(n: int) -> int:
+        return buffer.count(b"\n") if n == len(buffer) else buffer[:n].count(b"\n")
+
+    return count
+
+
+def _vector_counter(np: Any, buffer: bytearray) -> Callable[[int], int]:
+    data = np.frombuffer(buffer, np.uint8)
+    scratch = np.empty(len(buffer), bool)
+
+    def count(n: int) -> int:
+        np.equal(data[:n], 10, out=scratch[:n])
+        return int(np.count_nonzero(scratch[:n]))
+
+    return count
 
 
 def chunk_digest(job: ScanJob) -> str:
