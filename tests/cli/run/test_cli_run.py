@@ -725,7 +725,7 @@ def test_database_claim_commit_lookup_and_refusals(tmp_path: Path) -> None:
 def test_inbox_wakes_on_a_post_from_another_thread_and_on_signals() -> None:
     import threading
 
-    from procpool._cli.run.inbox import Inbox
+    from procpool._cli.inbox import Inbox
 
     inbox = Inbox()
     poster = threading.Thread(target=inbox.post, args=("event",))

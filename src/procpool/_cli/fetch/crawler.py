@@ -30,7 +30,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from procpool import Pool, WorkerLostError
-from procpool._cli.fetch.inbox import Inbox
 from procpool._cli.fetch.links import check_url, host_key
 from procpool._cli.fetch.output import COMMIT_EVERY, Outputs, Record
 from procpool._cli.fetch.report import Progress, Stats
@@ -39,6 +38,7 @@ from procpool._cli.fetch.schedule import RETRY_STATUSES, Hosts, Job, Retries
 from procpool._cli.fetch.sessions import Session, Sessions
 from procpool._cli.fetch.source import END, Source
 from procpool._cli.fetch.worker import Outcome, Request, Settings
+from procpool._cli.inbox import Inbox
 
 
 @dataclass(frozen=True, slots=True)

@@ -51,8 +51,8 @@ from procpool import (
     WorkerLostError,
 )
 from procpool._cli import CommandError
+from procpool._cli.inbox import Inbox
 from procpool._cli.run.database import DEFAULT_DB, Counts, RunDB
-from procpool._cli.run.inbox import Inbox, Interrupted
 from procpool._cli.run.input import InputBatch, InputEnd, InputTotal, Item, Reader, Source
 from procpool._cli.run.progress import Progress, Tally, summary
 from procpool._cli.run.target import (
@@ -67,6 +67,14 @@ from procpool._cli.run.target import (
 _TARGET_CHUNK_SECONDS = 0.05
 _MAX_CHUNK = 1024
 _LOW_WATER = 4 * _MAX_CHUNK
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM arrived; the run stops and stores what finished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 @dataclass(frozen=True, slots=True)

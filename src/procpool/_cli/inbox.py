@@ -1,10 +1,11 @@
-"""The main loop's one wait: an inbox of events and a pipe that wakes it.
+"""A command's main loop's one wait: an inbox of events and a pipe that wakes it.
 
-Three kinds of poster hand the main thread of ``procpool run`` their news through
-:class:`Inbox`: the input reader thread, the pool's callback thread, and signals
-(``signal.set_wakeup_fd`` writes to the same pipe). The main thread blocks in a single
-``select`` on that pipe, with a deadline (the next commit or redraw), and nothing else:
-no polling, no lock held across the wait, no exception raised at a random point.
+``procpool run`` and ``procpool fetch`` hand their main thread every piece of news
+through :class:`Inbox`: their input reader thread, the pool's callback thread (run) or
+the sessions' pump threads (fetch), and signals (``signal.set_wakeup_fd`` writes to the
+same pipe). The main thread blocks in a single ``select`` on that pipe, with the
+deadline of its nearest timer (a commit, a redraw, a retry), and nothing else: no
+polling, no lock held across the wait, no exception raised at a random point.
 """
 
 from __future__ import annotations
@@ -16,14 +17,6 @@ import signal
 from collections import deque
 from collections.abc import Iterator
 from types import FrameType
-
-
-class Interrupted(Exception):
-    """SIGINT or SIGTERM arrived; the run stops and stores what finished."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class Inbox:
