@@ -47,12 +47,14 @@ class Conversation:
     error: str = ""
     trace: str = ""
 
-    def log_line(self, pid: int) -> str:
+    def log_line(self, pid: int | None = None) -> str:
+        """The access-log line; ``worker=PID`` when a worker process served it."""
         ms = (self.ended - self.started) * 1000
         text = (
             f"conn peer={self.peer} lines={self.lines} in={self.bytes_in} "
-            f"out={self.bytes_out} ms={ms:.1f} close={self.reason} worker={pid}"
+            f"out={self.bytes_out} ms={ms:.1f} close={self.reason}"
         )
+        text += f" worker={pid}" if pid is not None else ""
         return text + (f" error={self.error}" if self.error else "")
 
 

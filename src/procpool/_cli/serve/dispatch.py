@@ -33,7 +33,7 @@ from typing import Any
 import procpool
 from procpool._cli.serve.connection import Conversation, Limits, bounce, converse, peer_name
 from procpool._cli.serve.handlers import Handler, load_function, load_handler
-from procpool._cli.serve.worker import log
+from procpool._cli.serve.worker import log, wake_only
 
 _SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)
 
@@ -113,7 +113,7 @@ class DispatchServer:
         self.done_r, self.done_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
 
     def run(self) -> int:
-        previous: dict[int, Any] = {sig: signal.signal(sig, _no_op) for sig in _SIGNALS}
+        previous: dict[int, Any] = {sig: signal.signal(sig, wake_only) for sig in _SIGNALS}
         old_wakeup = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
         self.selector.register(self.done_r, selectors.EVENT_READ, self._on_done)
@@ -224,7 +224,7 @@ class DispatchServer:
             if talk.trace:
                 log(f"handler raised on {entry.peer}:\n{talk.trace}")
             if self.plan.access_log:
-                log(talk.log_line(0).replace(" worker=0", ""))
+                log(talk.log_line())
             return
         if isinstance(exc, procpool.PoolBrokenError):
             self.failed = f"the workers cannot start: {exc}"
@@ -302,7 +302,3 @@ def _end(conn: socket.socket) -> None:
     except OSError:
         pass
     conn.close()
-
-
-def _no_op(signum: int, frame: object) -> None:
-    """A Python handler, so the signal reaches the wakeup pipe."""

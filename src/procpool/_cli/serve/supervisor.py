@@ -36,6 +36,7 @@ from procpool._cli.serve.worker import (
     WorkerSetup,
     flush_std,
     log,
+    wake_only,
     worker_main,
 )
 
@@ -106,7 +107,7 @@ class Supervisor:
         return 0
 
     def _install_signals(self) -> dict[int, object]:
-        previous: dict[int, object] = {sig: signal.signal(sig, _no_op) for sig in _SIGNALS}
+        previous: dict[int, object] = {sig: signal.signal(sig, wake_only) for sig in _SIGNALS}
         previous[-1] = signal.set_wakeup_fd(self.wake_w, warn_on_full_buffer=False)
         self.selector.register(self.wake_r, selectors.EVENT_READ, self._on_signals)
         return previous
@@ -299,10 +300,6 @@ class Supervisor:
 
     def _status_fds(self) -> list[int]:
         return [c.status for c in self.children.values() if c.status >= 0]
-
-
-def _no_op(signum: int, frame: object) -> None:
-    """A Python handler, so the signal reaches the wakeup pipe."""
 
 
 def _exit_text(status: int) -> str:

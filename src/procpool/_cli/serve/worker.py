@@ -64,6 +64,10 @@ def log(text: str) -> None:
     os.write(2, f"procpool serve: {text}\n".encode(errors="backslashreplace"))
 
 
+def wake_only(signum: int, frame: object) -> None:
+    """A Python handler that does nothing, so the signal reaches the wakeup pipe."""
+
+
 def worker_main(
     setup: WorkerSetup, board: Board, index: int, status: int, max_requests: int
 ) -> NoReturn:
