@@ -50,6 +50,7 @@ from procpool._core.errors import (
     TaskTimeoutError,
     fresh_copy,
 )
+from procpool._core.feeders import Feeders, not_running_error
 from procpool._core.state import State
 from procpool._core.task import DISCARD, TID_STEP, Task
 from procpool._dask import answers, remote
@@ -83,8 +84,7 @@ class DaskBackend:
         self._calls: dict[str, tuple[Task, Any]] = {}
         self._deadlines: list[tuple[float, str]] = []
         self._done: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._feeders = 0
-        self._feeder_threads: list[threading.Thread] = []
+        self._feeders = Feeders(self._lock, lambda: self._done.put(None))
         self._tids = itertools.count(TID_STEP, TID_STEP)
         self._plugin: str | None = None
         if initializer is not None:
@@ -100,9 +100,7 @@ class DaskBackend:
         """Hand tasks to Dask (one ``Client.map`` for many), keyed by this pool and
         the task id; ``pure=False``: two identical calls run twice."""
         with self._lock:
-            if self._state is not State.RUNNING and not (
-                feeder and self._state is State.CLOSING and self._feeders
-            ):
+            if self._feeders.refuse(self._state, feeder):
                 raise self.not_running_error()
             keys = [self._key(task) for task in tasks]
             data = [_call_data(task) for task in tasks]
@@ -129,20 +127,7 @@ class DaskBackend:
         self.submit([task])
 
     def start_feeder(self, feed: Callable[[], None]) -> None:
-        with self._lock:
-            self._feeders += 1
-        thread = threading.Thread(target=self._run_feeder, args=(feed,), daemon=True,
-                                  name="procpool-imap-feeder")
-        self._feeder_threads.append(thread)
-        thread.start()
-
-    def _run_feeder(self, feed: Callable[[], None]) -> None:
-        try:
-            feed()
-        finally:
-            with self._lock:
-                self._feeders -= 1
-            self._done.put(None)
+        self._feeders.start(feed)
 
     def call_direct(self, task: Task, queued: bool = False) -> bool:
         return False  # no worker to lend: every call goes through the scheduler
@@ -166,9 +151,7 @@ class DaskBackend:
         return self._broken
 
     def not_running_error(self) -> BaseException:
-        if self._state is State.BROKEN and self._broken is not None:
-            return fresh_copy(self._broken)
-        return ValueError("Pool not running")
+        return not_running_error(self._state, self._broken)
 
     def close(self) -> None:
         with self._lock:
@@ -194,8 +177,7 @@ class DaskBackend:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
-        for thread in self._feeder_threads:
-            thread.join(timeout)
+        self._feeders.join(timeout)
         self.callbacks.stop()
         return True
 
@@ -227,7 +209,7 @@ class DaskBackend:
 
     def threads(self) -> list[threading.Thread]:
         """The threads this backend started (for the tests' leak checks)."""
-        threads = [self._thread, *self._feeder_threads]
+        threads = [self._thread, *self._feeders.threads]
         if self.callbacks._thread is not None:
             threads.append(self.callbacks._thread)
         return threads
@@ -322,7 +304,7 @@ class DaskBackend:
 
     def _wound_down(self) -> bool:
         with self._lock:
-            return self._state is not State.RUNNING and not self._calls and not self._feeders
+            return self._state is not State.RUNNING and not self._calls and not self._feeders.count
 
     def _finish(self) -> None:
         try:

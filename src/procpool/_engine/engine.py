@@ -122,7 +122,7 @@ class Engine:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 return False
-        self._inbox.join_feeders(timeout)
+        self._inbox.feeders.join(timeout)
         self.callbacks.stop()
         return True
 
@@ -144,7 +144,7 @@ class Engine:
 
     def threads(self) -> list[threading.Thread]:
         """The threads this engine started (the leak checks of the tests read it)."""
-        threads = [self._thread, *self._inbox.feeder_threads()]
+        threads = [self._thread, *self._inbox.feeders.threads]
         if self.callbacks._thread is not None:
             threads.append(self.callbacks._thread)
         return threads

@@ -24,7 +24,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-from procpool._core.errors import fresh_copy
+from procpool._core.feeders import Feeders, not_running_error
 from procpool._core.state import State
 from procpool._core.task import TID_STEP, Task
 from procpool._engine.pipes import close_parent_fd, parent_pipe
@@ -73,8 +73,7 @@ class Inbox:
         self.owner_pid = os.getpid()
         weakref.finalize(self, _close_in_owner, self._wake_w, self.owner_pid)
         self._wake_pending = False
-        self._feeders = 0
-        self._feeder_threads: list[threading.Thread] = []
+        self.feeders = Feeders(self._lock, self.wake)
         # next() on it is atomic: no lock needed. Multiples of TID_STEP: the items of a
         # batch answer as tid + offset.
         self._tids = itertools.count(TID_STEP, TID_STEP)
@@ -89,9 +88,7 @@ class Inbox:
         after close(), as the stdlib's task thread does.
         """
         with self._lock:
-            if self.state is not State.RUNNING and not (
-                feeder and self.state is State.CLOSING and self._feeders
-            ):
+            if self.feeders.refuse(self.state, feeder):
                 raise self.not_running_error()
             for task in tasks:
                 task.tid = next(self._tids)
@@ -111,20 +108,7 @@ class Inbox:
     def start_feeder(self, feed: Callable[[], None]) -> None:
         """Run ``feed`` (which submits with ``feeder=True``) in a thread; the pool
         winds down after close() only once every feeder has returned."""
-        with self._lock:
-            self._feeders += 1
-        thread = threading.Thread(target=self._run_feeder, args=(feed,), daemon=True,
-                                  name="procpool-imap-feeder")
-        self._feeder_threads.append(thread)
-        thread.start()
-
-    def _run_feeder(self, feed: Callable[[], None]) -> None:
-        try:
-            feed()
-        finally:
-            with self._lock:
-                self._feeders -= 1
-            self.wake()
+        self.feeders.start(feed)
 
     def cancel(self, task: Task) -> None:
         """Stop a task whose sink was already resolved as cancelled."""
@@ -142,17 +126,8 @@ class Inbox:
                 self.state = State.TERMINATING
         self._post(Terminate())
 
-    def join_feeders(self, timeout: float | None) -> None:
-        for thread in self._feeder_threads:
-            thread.join(timeout)
-
-    def feeder_threads(self) -> list[threading.Thread]:
-        return list(self._feeder_threads)
-
     def not_running_error(self) -> BaseException:
-        if self.state is State.BROKEN and self.broken_error is not None:
-            return fresh_copy(self.broken_error)
-        return ValueError("Pool not running")
+        return not_running_error(self.state, self.broken_error)
 
     def wake(self) -> None:
         if not self._wake_pending:
@@ -198,7 +173,7 @@ class Inbox:
 
     def has_work(self) -> bool:
         """Tasks not taken yet, or a feeder that may still submit some."""
-        return bool(self._tasks) or self._feeders > 0
+        return bool(self._tasks) or self.feeders.count > 0
 
     def queue_view(self) -> deque[Task]:
         """The task queue, to look at only (the lending hot path binds it). Only other
