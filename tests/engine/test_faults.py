@@ -123,6 +123,33 @@ def test_dead_worker_in_map_fails_its_chunk_only(start_method: str) -> None:
         assert pool.map(ff.square, range(100), chunksize=7) == [i * i for i in range(100)]
 
 
+def test_calls_sent_to_a_worker_that_died_before_reading_them_run_elsewhere(
+    start_method: str,
+) -> None:
+    """A worker stopped (so it reads nothing), handed calls, then killed: it never
+    started them, so they run on the other worker instead of failing."""
+    with procpool.Pool(2, context=start_method) as pool:
+        assert pool.map(ff.square, range(4), chunksize=1) == [0, 1, 4, 9]
+        victim = pool.worker_pids[0]
+        os.kill(victim, signal.SIGSTOP)
+        try:
+            _wait_until_stopped(victim)
+            results = [pool.apply_async(ff.square, (i,)) for i in range(40)]
+        finally:
+            os.kill(victim, signal.SIGKILL)  # (a stopped process dies of it at once)
+        assert [r.get(timeout=30) for r in results] == [i * i for i in range(40)]
+        assert pool.map(ff.square, range(4), chunksize=1) == [0, 1, 4, 9]
+
+
+def _wait_until_stopped(pid: int) -> None:
+    """Until /proc says ``pid`` is stopped (SIGSTOP is delivered asynchronously)."""
+    for _ in range(1_000_000):
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state == "T":
+            return
+    raise AssertionError(f"worker {pid} did not stop")
+
+
 def test_task_timeout_stops_the_task_and_replaces_the_worker(start_method: str) -> None:
     with procpool.Pool(1, context=start_method, task_timeout=0.2) as pool:
         (pid,) = pool.worker_pids

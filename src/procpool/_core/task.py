@@ -55,6 +55,7 @@ class Task:
         "payload",
         "remake",
         "retries",
+        "sent_at",
         "sink",
         "tid",
         "timeout",
@@ -72,6 +73,7 @@ class Task:
         self.name = name
         self.timeout, self.retries = options
         self.attempts = 0
+        self.sent_at = 0  # where its frame starts in its worker's task stream (bytes)
         self.abandoned = False  # its outcome no longer matters (cancelled, a failed map)
         self.worker: Any = None  # the engine's record of the worker that holds it
         self.fds: tuple[int, ...] = () if type(payload) is bytes else payload.fds  # type: ignore[attr-defined]

@@ -92,9 +92,12 @@ class Dispatcher:
         self._pending.appendleft(task)
 
     def requeue(self, tasks: list[Task]) -> None:
-        """Put a stopped or dead worker's calls back, first in line, in their order."""
+        """Put a stopped or dead worker's calls back, first in line, in their order
+        (none of them started there: they are waiting again, not attempted)."""
         for task in reversed(tasks):
             task.worker = None
+            if task.attempts:
+                task.attempts -= 1
             if task.items is not None and task.answered:
                 task = self.part(task, task.answered)  # what a batch has not yet run
             self._pending.appendleft(task)

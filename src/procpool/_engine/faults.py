@@ -57,10 +57,13 @@ class Faults:
             return
         self._answers.drain(slot)
         exitcode = slot.reap()
-        self._workers.forget(slot)
         outstanding = list(slot.outstanding)
+        # A worker that died before it read its next call (killed while idle, say)
+        # had not started it: the call goes to another worker, not to its error.
+        started = bool(outstanding) and not slot.never_read(outstanding[0])
+        self._workers.forget(slot)
         slot.outstanding.clear()
-        if outstanding and not slot.retiring:
+        if started and not slot.retiring:
             head = self._dispatcher.running_part(outstanding)
             if head is not None:
                 self._fail_or_retry(head, WorkerLostError(slot.pid, exitcode, head.name))

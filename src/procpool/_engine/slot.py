@@ -8,11 +8,14 @@ under the table lock) changes a slot after it is created.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing.connection
 import os
 import select
 import signal
 import socket
+import struct
+import termios
 from collections import deque
 from typing import Any
 
@@ -57,6 +60,10 @@ class Slot:
         self.direct_reader = FrameReader(self.direct_fd)
         self.outbox: list[bytes] = []
         self.unsent: memoryview | None = None
+        # Bytes put in the outbox, and bytes the pipe took: with the pipe's unread
+        # count they say whether a dead worker had begun to read a call (never_read).
+        self.queued = 0
+        self.written = 0
         self.outstanding: deque[Task] = deque()
         self.head_started = 0.0
         self.sent = 0
@@ -133,31 +140,36 @@ class Slot:
             self.head_started = now
         task.worker = self
         task.attempts += 1
+        task.sent_at = self.queued
         self.sent += 1
         self.outstanding.append(task)
         if task.fds or task.items is not None:
             self.queue_call(task, kind)
         else:  # (queue_call's common case, inline: this runs once per task)
             payload = task.payload
-            self.outbox.append(_pack_header(len(payload), kind, task.tid) + payload)
+            data = _pack_header(len(payload), kind, task.tid) + payload
+            self.queued += len(data)
+            self.outbox.append(data)
 
     def queue(self, kind: int, tid: int, payload: bytes = b"") -> None:
-        self.outbox.append(frame(kind, tid, payload))
+        self._put(frame(kind, tid, payload))
+
+    def _put(self, data: bytes) -> None:
+        self.queued += len(data)
+        self.outbox.append(data)
 
     def queue_call(self, task: Task, kind: int = Kind.CALL) -> None:
         if not task.fds:
             if task.items is not None:
                 kind = Kind.CALL_ITEMS
-            self.outbox.append(frame(kind, task.tid, task.payload))
+            self._put(frame(kind, task.tid, task.payload))
             return
         # The descriptors go first: the worker takes them when it reads this frame.
         try:
             shm.send(self.fd_sock, task.fds)
         except OSError:
             return  # the worker is gone; its sentinel will report it
-        self.outbox.append(
-            frame(Kind.CALL_OOB, task.tid, shm.pack_count(len(task.fds), task.payload))
-        )
+        self._put(frame(Kind.CALL_OOB, task.tid, shm.pack_count(len(task.fds), task.payload)))
 
     def flush(self) -> bool:
         """Write as much of the outbox as the pipe takes. True when all was written.
@@ -181,9 +193,20 @@ class Slot:
                 self.unsent = None
                 self.outbox.clear()
                 return True
+            self.written += n
             self.unsent = self.unsent[n:] if n < len(self.unsent) else None
             if self.unsent is not None:
                 return False
+
+    def never_read(self, task: Task) -> bool:
+        """Whether this (dead) worker never read a byte of ``task``'s frame: what it
+        consumed of its task pipe ends before the frame starts. False when unsure."""
+        try:
+            unread = struct.unpack("i", fcntl.ioctl(self.task_fd, termios.FIONREAD, b"\0" * 4))[0]
+        except OSError:
+            return False
+        consumed: int = self.written - unread
+        return consumed <= task.sent_at
 
     def stop(self) -> None:
         self.queue(Kind.STOP, 0)
