@@ -15,6 +15,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,20 @@ def _start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
     )  # fmt: skip
 
 
+@contextlib.contextmanager
+def _running(args: list[str], cwd: Path) -> Iterator[subprocess.Popen[str]]:
+    """The command, started; on the way out, killed (its whole group) if still there."""
+    proc = _start(args, cwd)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
 def _wait_for_progress(proc: subprocess.Popen[str], at_least: int) -> None:
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -232,17 +247,10 @@ def test_resume_after_a_stop_has_no_duplicates_or_gaps(
     urls = [server.url(f"/size/{n}?lat=40", host=1 + n % 4) for n in range(1, 201)]
     (tmp_path / "urls.txt").write_text("\n".join(urls))
     args = ["urls.txt", "--db", "r.sqlite", "-j", "2", "--per-host", "1"]
-    proc = _start(args, tmp_path)
-    try:
+    with _running(args, tmp_path) as proc:
         _wait_for_progress(proc, 20)
         os.killpg(proc.pid, getattr(signal, how))
         status = proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
     assert status == (-9 if how == "SIGKILL" else 130)
     with contextlib.closing(sqlite3.connect(tmp_path / "r.sqlite")) as db:
         first = db.execute("SELECT count(*) FROM results").fetchone()[0]
@@ -261,17 +269,11 @@ def test_a_worker_killed_mid_request_costs_only_a_retry(
     held = server.url("/fault/hold?n=1")
     urls = [held] + [server.url(f"/size/{n}?lat=20", host=1 + n % 4) for n in range(1, 41)]
     (tmp_path / "urls.txt").write_text("\n".join(urls))
-    proc = _start(["urls.txt", "--out", "out.jsonl", "-j", "2", "--per-host", "4"], tmp_path)
-    try:
+    with _running(["urls.txt", "--out", "out.jsonl", "-j", "2", "--per-host", "4"],
+                  tmp_path) as proc:  # fmt: skip
         port = server.held.get(timeout=30)  # the request is in a worker, unanswered
         os.kill(owner_of_connection(port, proc.pid), signal.SIGKILL)
         assert proc.wait(60) == 0
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
     found = by_url((tmp_path / "out.jsonl").read_text())
     assert set(found) == set(urls)
     assert all(r["status"] == 200 and r["error"] is None for r in found.values())
