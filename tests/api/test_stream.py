@@ -3,6 +3,7 @@ produced, with a failed or killed task raising once and the others going on."""
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 from collections.abc import Iterator
 
@@ -74,3 +75,56 @@ def test_close_stops_a_running_stream(start_method: str, manager: object) -> Non
                 stream.next(0.05)
         assert list(stream) == []
         assert pool.apply(sum, ([2, 3],)) == 5  # its worker was stopped and replaced
+
+
+def test_input_is_read_a_window_ahead_not_all_at_once(start_method: str, manager: object) -> None:
+    gate = manager.Event()  # type: ignore[attr-defined]
+    read: list[int] = []
+
+    def gates() -> Iterator[object]:
+        for i in range(10):
+            read.append(i)
+            yield gate
+
+    with procpool.Pool(2, context=start_method) as pool:
+        stream = pool.imap_stream(sf.first_then_wait, gates())
+        assert [stream.next(GET), stream.next(GET)] == ["first", "first"]  # two running
+        assert len(read) == 4  # 2 x 2 processes: none has finished, so no more
+        gate.set()
+        rest = list(stream)
+    assert len(read) == 10
+    assert rest.count("first") == 8 and rest.count("second") == 10
+
+
+def test_an_endless_input_streams_until_closed(start_method: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        with pool.imap_stream(sf.count_to, itertools.count(1)) as stream:
+            got = [stream.next(GET) for _ in range(50)]
+        assert list(stream) == []
+        assert len(got) == 50 and all(0 <= i < n for n, i in got)
+        assert pool.apply(sum, ([1, 2],)) == 3
+
+
+def test_values_still_come_after_the_pool_is_closed(start_method: str) -> None:
+    with procpool.Pool(2, context=start_method) as pool:
+        stream = pool.imap_stream(sf.count_to, range(1, 30))
+        pool.close()  # the rest of the input is read by a feeder thread
+        values = list(stream)
+        pool.join()
+    assert sorted(values) == sorted((n, i) for n in range(1, 30) for i in range(n))
+
+
+def test_an_error_reading_the_input_comes_after_the_values_before_it(start_method: str) -> None:
+    def broken() -> Iterator[int]:
+        yield 1
+        yield 2
+        raise KeyError("the input broke")
+
+    with procpool.Pool(2, context=start_method) as pool:
+        got: list[object] = []
+        stream = pool.imap_stream(sf.count_to, broken())
+        with pytest.raises(KeyError, match="the input broke"):
+            for value in stream:
+                got.append(value)
+        assert sorted(got) == [(1, 0), (2, 0), (2, 1)]
+        assert list(stream) == []

@@ -78,6 +78,7 @@ class Pool:
         ))
         self._finalizer = weakref.finalize(self, shutdown_pool, self._engine)
         self._imaps: weakref.WeakSet[IMapIterator[Any]] = weakref.WeakSet()
+        self._streams: weakref.WeakSet[StreamIterator[Any]] = weakref.WeakSet()
         self._shares = Shares()
 
     def __repr__(self) -> str:
@@ -257,13 +258,15 @@ class Pool:
     ) -> StreamIterator[T]:
         """Run ``func(item)`` for each item, each a task that may yield (a generator):
         every value comes back the moment it is yielded, from all the tasks, in the
-        order the values arrive. A failed task raises its error once, where it comes;
+        order the values arrive. The input is read lazily, ``2 x processes`` tasks
+        ahead (at least 4). A failed task raises its error once, where it comes;
         streaming tasks are never retried (their values would come twice)."""
         check_callable(func, None, None)
         self._require_running()
         options = (self._options(task_timeout, None)[0], 0)
         stream: StreamIterator[T] = StreamIterator(self._engine)
-        stream._start(self, func, iterable, options)
+        self._streams.add(stream)
+        stream._start(self, func, iterable, options, max(4, 2 * self._processes))
         return stream
 
     # -- lifecycle
@@ -277,6 +280,8 @@ class Pool:
         if self._engine.state is State.RUNNING:
             for it in list(self._imaps):  # before closing: a feeder keeps the pool open
                 it.feed_rest()
+            for stream in list(self._streams):
+                stream.feed_rest()
         self._engine.close()
 
     def terminate(self) -> None:
