@@ -81,19 +81,22 @@ def test_input_is_read_a_window_ahead_not_all_at_once(start_method: str, manager
     gate = manager.Event()  # type: ignore[attr-defined]
     read: list[int] = []
 
+    window = 2 * 512  # tasks per process, as imap's window of chunks
+    items = window + 100
+
     def gates() -> Iterator[object]:
-        for i in range(10):
+        for i in range(items):
             read.append(i)
             yield gate
 
     with procpool.Pool(2, context=start_method) as pool:
         stream = pool.imap_stream(sf.first_then_wait, gates())
         assert [stream.next(GET), stream.next(GET)] == ["first", "first"]  # two running
-        assert len(read) == 4  # 2 x 2 processes: none has finished, so no more
+        assert len(read) == window  # none has finished: nothing more was read
         gate.set()
         rest = list(stream)
-    assert len(read) == 10
-    assert rest.count("first") == 8 and rest.count("second") == 10
+    assert len(read) == items
+    assert rest.count("first") == items - 2 and rest.count("second") == items
 
 
 def test_an_endless_input_streams_until_closed(start_method: str) -> None:

@@ -258,15 +258,16 @@ class Pool:
     ) -> StreamIterator[T]:
         """Run ``func(item)`` for each item, each a task that may yield (a generator):
         every value comes back the moment it is yielded, from all the tasks, in the
-        order the values arrive. The input is read lazily, ``2 x processes`` tasks
-        ahead (at least 4). A failed task raises its error once, where it comes;
+        order the values arrive. The input is read lazily, 512 tasks per process
+        ahead. A failed task raises its error once, where it comes;
         streaming tasks are never retried (their values would come twice)."""
         check_callable(func, None, None)
         self._require_running()
         options = (self._options(task_timeout, None)[0], 0)
         stream: StreamIterator[T] = StreamIterator(self._engine)
         self._streams.add(stream)
-        stream._start(self, func, iterable, options, max(4, 2 * self._processes))
+        stream._start(self, func, iterable, options,
+                      max(16, self._processes * _DEFAULT_WINDOW_PER_WORKER))  # fmt: skip
         return stream
 
     # -- lifecycle

@@ -4,7 +4,7 @@ Each item is one task, ``func(item)``, which may be a generator (or return any
 iterable): the worker sends each value the moment it is yielded (a PARTIAL frame on
 the task's own pipe), and the :class:`StreamIterator` yields it in the parent at once,
 in the order the values arrive from all the tasks. The input is read lazily, a window
-of tasks ahead (``2 x processes``, at least 4), so it may be endless. A task that
+of tasks ahead (512 per process, as ``imap``'s), so it may be endless. A task that
 fails (an exception, a dead worker, its time limit) raises its error once, where it
 comes in that order, after every value it had yielded; iteration then goes on with
 the others. A streaming task is never retried: its values would come twice.
@@ -50,6 +50,7 @@ class StreamIterator(Generic[T]):
         self._source: Iterator[Any] = iter(())
         self._make: Callable[[int, Any], Task] | None = None
         self._window = 1
+        self._refill = 1  # read more once this many of the window have ended
         self._read = 0  # items read from the input
         self._exhausted = True
         self._input_error: BaseException | None = None
@@ -88,6 +89,7 @@ class StreamIterator(Generic[T]):
         self._make = make
         self._source = iter(iterable)
         self._window = window
+        self._refill = max(1, window // 2)  # (one read and one submit per half window)
         self._exhausted = False
         self._pool = pool
         self._top_up(feeder=False)
@@ -161,7 +163,7 @@ class StreamIterator(Generic[T]):
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             while True:
-                if not self._feeding:
+                if self._room_to_read():
                     self._top_up(feeder=False)
                 with self._cond:
                     wait = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -189,8 +191,13 @@ class StreamIterator(Generic[T]):
         """(Under the lock.) A value, the end, or room for the consumer to read more."""
         return bool(
             self._values or self._closed or (self._exhausted and not self._left)
-            or (not self._exhausted and not self._feeding and self._left < self._window)
+            or self._room_to_read()
         )  # fmt: skip
+
+    def _room_to_read(self) -> bool:
+        """Whether the consumer should read more input now (half the window is free)."""
+        return (not self._exhausted and not self._feeding
+                and self._window - self._left >= self._refill)  # fmt: skip
 
     def close(self) -> None:
         """Stop the tasks that have not finished; the iteration ends."""
