@@ -295,7 +295,10 @@ class Crawler:
         worker_lost = isinstance(error, WorkerLostError)
         text = f"{type(error).__name__}: {error}"
         if worker_lost and self.stop_reason is None:
-            self.sessions.open()
+            try:
+                self.sessions.open()
+            except Exception as exc:  # the pool broke (its workers cannot start)
+                self._stop(f"cannot start a fetch worker: {exc}", time.monotonic())
         elif not worker_lost:
             self._stop(f"a fetch worker failed: {text}", time.monotonic())
         return [(job, Outcome(None, error=text, retryable=worker_lost)) for job in jobs]
