@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,36 @@ def no_leaks() -> Iterator[None]:
     ]
     problems = leak_problems(children, threads, shm, _cluster_pids(), dask_threads)
     assert not problems, "; ".join(problems)
+
+
+@pytest.fixture(params=["dask"])
+def start_method(request: pytest.FixtureRequest) -> str:
+    """One run per test: Dask starts its workers itself."""
+    return str(request.param)
+
+
+def dask_pools(client: Any) -> Iterator[Callable[..., Any]]:
+    """The body of a ``make_pool`` fixture: ``make(processes, initializer, initargs,
+    maxtasksperchild)`` makes Dask pools on ``client``, all ended after the test (the
+    start method, which some test bodies fix to fork, means nothing on Dask)."""
+    import procpool.dask
+
+    pools: list[Any] = []
+
+    def make(
+        processes: int | None = 2,
+        initializer: Callable[..., object] | None = None,
+        initargs: tuple[Any, ...] = (),
+        maxtasksperchild: int | None = None,
+    ) -> Any:
+        pool = procpool.dask.Pool(processes, initializer, initargs, maxtasksperchild, client=client)
+        pools.append(pool)
+        return pool
+
+    yield make
+    for pool in pools:
+        pool.terminate()
+        pool.join()
 
 
 def api_tests(name: str) -> Any:

@@ -47,12 +47,6 @@ test_a_cancelled_future_counts_as_done_at_once = (
 )
 
 
-@pytest.fixture(params=["dask"])
-def start_method(request: pytest.FixtureRequest) -> str:
-    """One run per test: Dask starts its workers itself."""
-    return str(request.param)
-
-
 @pytest.fixture
 def make_executor(thread_client: Any, hub: Any) -> Iterator[Callable[..., Any]]:
     """test_executor's factory (``make(start_method, max_workers, **options)``), making

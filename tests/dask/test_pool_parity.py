@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import procpool.dask
-from conftest import api_tests
+from conftest import api_tests, dask_pools
 
 compat = api_tests("test_compat")
 manager = compat.manager
@@ -49,34 +49,11 @@ test_plain_values_cross_with_their_exact_types = (
 )
 
 
-@pytest.fixture(params=["dask"])
-def start_method(request: pytest.FixtureRequest) -> str:
-    """One run per test: Dask starts its workers itself."""
-    return str(request.param)
-
-
 @pytest.fixture
 def make_pool(thread_client: Any, start_method: str) -> Iterator[Callable[..., Any]]:
     """test_compat's factory, making Dask pools on the module's cluster (the start
     method, which some bodies fix to fork, means nothing on Dask)."""
-    pools: list[Any] = []
-
-    def make(
-        processes: int | None = 2,
-        initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] = (),
-        maxtasksperchild: int | None = None,
-    ) -> Any:
-        pool = procpool.dask.Pool(
-            processes, initializer, initargs, maxtasksperchild, client=thread_client
-        )
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.terminate()
-        pool.join()
+    yield from dask_pools(thread_client)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from dask_funcs import die, die_once, fail_init
 
 import procpool
 import procpool.dask
-from conftest import api_tests
+from conftest import api_tests, dask_pools
 
 compat = api_tests("test_compat")
 manager = compat.manager
@@ -25,24 +25,7 @@ test_initializer_runs_once_per_worker = compat.test_initializer_runs_once_per_wo
 
 @pytest.fixture
 def make_pool(process_client: Any) -> Iterator[Callable[..., Any]]:
-    pools: list[Any] = []
-
-    def make(
-        processes: int | None = 2,
-        initializer: Callable[..., object] | None = None,
-        initargs: tuple[Any, ...] = (),
-        maxtasksperchild: int | None = None,
-    ) -> Any:
-        pool = procpool.dask.Pool(
-            processes, initializer, initargs, maxtasksperchild, client=process_client
-        )
-        pools.append(pool)
-        return pool
-
-    yield make
-    for pool in pools:
-        pool.terminate()
-        pool.join()
+    yield from dask_pools(process_client)
 
 
 def test_a_killed_workers_task_is_retried(
