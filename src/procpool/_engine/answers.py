@@ -143,8 +143,7 @@ class Answers:
         elif kind == Kind.CANCELLED:
             task = self._take(slot, tid)
             if task is not None and not task.abandoned:
-                task.attempts -= 1  # stolen before it started: it never ran
-                self._dispatcher.push_front(task)
+                self._dispatcher.requeue([task])  # stolen before it started: it never ran
             if len(slot.outstanding) <= 1:
                 slot.stealing = False
         elif kind == Kind.PARTIAL:

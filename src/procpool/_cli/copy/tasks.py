@@ -155,16 +155,12 @@ def _open_ahead(job: FileJob) -> int | OSError:
     return src
 
 
-def copy_file(job: FileJob, settings: Settings, opened: int | OSError | None = None) -> Outcome:
-    """Copy one file: write the temporary, verify, set metadata, rename into place
-    (from ``opened``, the source already open, when given; the caller closes it)."""
+def copy_file(job: FileJob, settings: Settings, src: int | OSError) -> Outcome:
+    """Copy one file from ``src``, its source opened by the caller (who closes it), or
+    why it could not be: write the temporary, verify, set metadata, rename into place."""
+    if isinstance(src, OSError):
+        return Outcome(job.dst, error=f"cannot open: {describe(src)}")
     tmp = temp_name(job.dst, "tmp")
-    if isinstance(opened, OSError):
-        return Outcome(job.dst, error=f"cannot open: {describe(opened)}")
-    try:
-        src = os.open(job.src, _O_READ) if opened is None else opened
-    except OSError as exc:
-        return Outcome(job.dst, error=f"cannot open: {describe(exc)}")
     try:
         st = os.fstat(src)
         if not stat.S_ISREG(st.st_mode):
@@ -175,9 +171,6 @@ def copy_file(job: FileJob, settings: Settings, opened: int | OSError | None = N
     except (OSError, EOFError) as exc:
         _unlink(tmp)
         return Outcome(job.dst, error=describe(exc))
-    finally:
-        if opened is None:
-            os.close(src)
 
 
 def _write_whole(src: int, st: os.stat_result, job: FileJob, tmp: str,

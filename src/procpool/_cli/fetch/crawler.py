@@ -86,11 +86,15 @@ class Crawler:
         self._seed_hosts = {host_key(seed) for seed in plan.seeds}
         self.sessions: Sessions | None = None
         self._index = itertools.count()
-        self.inflight = 0
         self._admitted = 0
         self._input_done = source is None
         self.stop_reason: str | None = None
         self._grace_until = 0.0
+
+    @property
+    def inflight(self) -> int:
+        """Requests sent to the workers and not yet settled."""
+        return self.sessions.held if self.sessions is not None else 0
 
     def input_pending(self) -> None:
         """A source was attached after construction: wait for its end."""
@@ -267,7 +271,6 @@ class Crawler:
         for job in jobs:
             job.attempts += 1
             job.tries += 1
-        self.inflight += len(jobs)
         self.sessions.send(s, jobs, requests)
 
     def _on_event(self, event: Any) -> None:
@@ -283,7 +286,6 @@ class Crawler:
         else:
             settled = self._lost(s, value)
         for job, outcome in settled:
-            self.inflight -= 1
             self.hosts.finished(job)
             self._settle(job, outcome)
 

@@ -27,9 +27,7 @@ Post = Callable[[object], None]
 class Session:
     queue: Queue
     ready: bool = False
-    ended: bool = False
     held: dict[int, Job] = field(default_factory=dict)  # request id -> job
-    thread: threading.Thread | None = None
 
 
 class Sessions:
@@ -42,8 +40,8 @@ class Sessions:
         self._per_worker = per_worker
         self._post = post
         self._ids = itertools.count()
-        self._live: list[Session] = []
-        self._dead: list[Session] = []
+        self._live: list[Session] = []  # sessions not yet ended
+        self._threads: list[threading.Thread] = []  # every session's pump
         for _ in range(jobs):
             self.open()
 
@@ -51,10 +49,11 @@ class Sessions:
         """Start one more session (a replacement for one that died)."""
         s = Session(Queue())
         stream = self._pool.imap_stream(functools.partial(session, self._settings), [s.queue])
-        s.thread = threading.Thread(target=self._pump, args=(s, stream), daemon=True,
-                                    name="procpool-fetch-session")  # fmt: skip
+        thread = threading.Thread(target=self._pump, args=(s, stream), daemon=True,
+                                  name="procpool-fetch-session")  # fmt: skip
         self._live.append(s)
-        s.thread.start()
+        self._threads.append(thread)
+        thread.start()
 
     def _pump(self, s: Session, stream: Any) -> None:
         try:
@@ -69,11 +68,12 @@ class Sessions:
 
     @property
     def held(self) -> int:
+        """Requests the sessions hold: sent, and not yet come back."""
         return sum(len(s.held) for s in self._live)
 
     def room(self) -> list[tuple[Session, int]]:
         """The ready sessions with room, the emptiest first, and how much room each."""
-        free = [(s, self._per_worker - len(s.held)) for s in self._live if s.ready and not s.ended]
+        free = [(s, self._per_worker - len(s.held)) for s in self._live if s.ready]
         return sorted((pair for pair in free if pair[1] > 0), key=lambda pair: -pair[1])
 
     def send(self, s: Session, jobs: list[Job], requests: list[Request]) -> None:
@@ -100,21 +100,17 @@ class Sessions:
         self._retire(s)
 
     def _retire(self, s: Session) -> None:
-        if s in self._live:
-            self._live.remove(s)
-            self._dead.append(s)
-        s.ended = True
+        self._live.remove(s)
         s.queue.close()
 
     def finish(self) -> None:
         """No more requests: each session ends once its own are done."""
         for s in self._live:
-            if not s.ended:
-                s.queue.put(None)
+            s.queue.put(None)
 
     def close(self) -> None:
         """After the pool is joined or terminated: every pump thread and queue ended."""
-        for s in self._live + self._dead:
-            if s.thread is not None:
-                s.thread.join()
+        for thread in self._threads:
+            thread.join()
+        for s in self._live:
             s.queue.close()

@@ -119,8 +119,7 @@ class _Session:
         self._client = client
         self._settings = settings
         self._finished: list[tuple[int, Outcome]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._active = 0
+        self._tasks: set[asyncio.Task[None]] = set()  # the requests in flight
         self._open = True
         self._closed = False
         self._wake = asyncio.Event()
@@ -144,21 +143,18 @@ class _Session:
             self._wake.set()
             return
         for ident, request in item:
-            self._active += 1
-            task = self._loop.create_task(self._one(ident, request))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._tasks.add(self._loop.create_task(self._one(ident, request)))
 
     async def _one(self, ident: int, request: Request) -> None:
         outcome = await _guarded(self._client, request, self._settings)
-        self._active -= 1
+        self._tasks.discard(asyncio.current_task())
         self._finished.append((ident, outcome))
         self._wake.set()
 
     async def next_finished(self) -> list[tuple[int, Outcome]] | None:
         """The outcomes finished since the last call (waiting for one); None at the end."""
         while not self._finished:
-            if not self._open and not self._active:
+            if not self._open and not self._tasks:
                 return None
             self._wake.clear()
             await self._wake.wait()

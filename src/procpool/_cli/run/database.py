@@ -191,21 +191,11 @@ class RunDB:
             raise DbError(f"{path} is a directory, not a database file")
         if not os.path.isdir(directory):
             raise DbError(f"cannot create the database {path}: no directory {directory}")
-        try:
-            conn = _connect(path, False, _START_BUSY_TIMEOUT)
-        except sqlite3.Error as exc:
-            raise DbError(explain(exc, path)) from None
-        db = cls(conn, path)
-        try:
+        db = cls._opened(path, path, False)
+        with db._closed_on_error():
             db._check_schema(create=True)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.Error as exc:
-            conn.close()  # (3.13 warns of a connection left to the collector)
-            raise DbError(explain(exc, path)) from None
-        except BaseException:
-            conn.close()
-            raise
+            db.conn.execute("PRAGMA journal_mode=WAL")
+            db.conn.execute("PRAGMA synchronous=NORMAL")
         return db
 
     @classmethod
@@ -214,19 +204,29 @@ class RunDB:
         if not os.path.isfile(path):
             raise DbError(f"no database at {path} (run `procpool run` first, or pass --db)")
         uri = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro"
-        try:
-            db = cls(_connect(uri, True, _START_BUSY_TIMEOUT), path)
-        except sqlite3.Error as exc:
-            raise DbError(explain(exc, path)) from None
-        try:
+        db = cls._opened(uri, path, True)
+        with db._closed_on_error():
             db._check_schema(create=False)
-        except sqlite3.Error as exc:
-            db.conn.close()
-            raise DbError(explain(exc, path)) from None
-        except BaseException:
-            db.conn.close()
-            raise
         return db
+
+    @classmethod
+    def _opened(cls, target: str, path: str, uri: bool) -> RunDB:
+        try:
+            return cls(_connect(target, uri, _START_BUSY_TIMEOUT), path)
+        except sqlite3.Error as exc:
+            raise DbError(explain(exc, path)) from None
+
+    @contextlib.contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """Close the connection if the block fails (3.13 warns of a connection left to
+        the collector); an sqlite3 error becomes a DbError."""
+        try:
+            yield
+        except BaseException as exc:
+            self.conn.close()
+            if isinstance(exc, sqlite3.Error):
+                raise DbError(explain(exc, self.path)) from None
+            raise
 
     def _check_schema(self, create: bool) -> None:
         tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master")}
